@@ -94,6 +94,9 @@ pub(crate) struct Progress {
     pub(crate) needs_snapshot: bool,
     /// In `Snapshot`: a whole check-quorum interval passed without an answer.
     pub(crate) snapshot_stale: bool,
+    /// `matched` when the previous heartbeat response arrived: no progress over a whole
+    /// heartbeat round with a full window means the appends in flight were lost.
+    pub(crate) matched_at_heartbeat: LogIndex,
     pub(crate) inflights: Inflights,
 }
 
@@ -108,6 +111,7 @@ impl Progress {
             acked_round: 0,
             needs_snapshot: false,
             snapshot_stale: false,
+            matched_at_heartbeat: LogIndex::ZERO,
             inflights: Inflights::new(inflight_appends_max),
         }
     }

@@ -401,13 +401,16 @@ impl<S: Storage> Raft<S> {
         if preferred.contains(&self.id) || self.transfer_target.is_some() {
             return;
         }
-        let last = self.log.last_index();
+        let committed = self.log.committed;
         let target = preferred.iter().copied().find(|id| {
             self.conf.voters.contains(id)
-                && self
-                    .progress
-                    .get(id)
-                    .is_some_and(|pr| pr.recent_active && pr.matched == last)
+                && self.progress.get(id).is_some_and(|pr| {
+                    // Healthy and not lagging. The hand-over itself waits until the target has
+                    // everything (proposals pause meanwhile), so steady load cannot starve it.
+                    pr.recent_active
+                        && pr.matched >= committed
+                        && !matches!(pr.state, ProgressState::Snapshot { .. })
+                })
         });
         if let Some(target) = target {
             self.start_transfer(target);
@@ -489,10 +492,18 @@ impl<S: Storage> Raft<S> {
     /// Whether this node is still under a leader's lease and must not help elect another leader:
     /// it heard from a leader within the election timeout, or it started less than an election
     /// timeout ago (it may have heard from one just before it restarted).
+    ///
+    /// This holds whatever `check_quorum` says (§4.2.3 of the dissertation): it is what keeps a
+    /// removed server, which never learns of its removal, from deposing leaders forever.
+    ///
+    /// A node still in term 0 has never acknowledged a leader (leaders' terms start at 1, and a
+    /// node persists a new term before it answers), so it has no lease to honour after a start:
+    /// a new group can elect its first leader at once.
     fn in_lease(&self) -> bool {
-        self.cfg.check_quorum
-            && self.election_elapsed < self.cfg.election_timeout_ticks
-            && (self.leader.is_some() || self.now < u64::from(self.cfg.election_timeout_ticks))
+        let restarted_recently =
+            self.now < u64::from(self.cfg.election_timeout_ticks) && self.term > Term::ZERO;
+        self.election_elapsed < self.cfg.election_timeout_ticks
+            && (self.leader.is_some() || restarted_recently)
     }
 
     fn handle_request_vote(&mut self, m: &Message) {
@@ -654,7 +665,12 @@ impl<S: Storage> Raft<S> {
                     return false;
                 }
                 if !pre_vote {
+                    // Figure 2: only *granting* a vote resets the election timer. Resetting it
+                    // for every request would let candidates with stale logs, which cannot win,
+                    // keep the up-to-date nodes from ever campaigning.
+                    let elapsed = self.election_elapsed;
                     self.become_follower(m.term, NodeId::NONE);
+                    self.election_elapsed = elapsed;
                 }
                 true
             }
@@ -678,19 +694,18 @@ impl<S: Storage> Raft<S> {
     fn step_lower_term(&mut self, m: &Message) {
         match m.body {
             MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
-                // A deposed leader that was partitioned away: tell it the new term so it steps
-                // down (with pre-vote or check-quorum, it would otherwise never learn of it).
-                if self.cfg.check_quorum || self.cfg.pre_vote {
-                    self.send(
-                        m.from,
-                        MessageBody::AppendResponse {
-                            index: LogIndex::ZERO,
-                            reject: false,
-                            reject_hint: LogIndex::ZERO,
-                            reject_hint_term: Term::ZERO,
-                        },
-                    );
-                }
+                // A leader of an older term: tell it our term so it steps down. Without this, a
+                // node that raised its term while cut off would be stuck: the leader's followers
+                // ignore its vote requests (they are in lease) and it ignores the leader.
+                self.send(
+                    m.from,
+                    MessageBody::AppendResponse {
+                        index: LogIndex::ZERO,
+                        reject: false,
+                        reject_hint: LogIndex::ZERO,
+                        reject_hint_term: Term::ZERO,
+                    },
+                );
             }
             MessageBody::RequestVote { pre_vote: true, .. } => {
                 self.send(
@@ -833,6 +848,13 @@ impl<S: Storage> Raft<S> {
                 pr.acked_round = pr.acked_round.max(read_round);
                 if pr.state == ProgressState::Probe {
                     pr.probe_sent = false;
+                }
+                let stalled = pr.matched == pr.matched_at_heartbeat;
+                pr.matched_at_heartbeat = pr.matched;
+                if pr.state == ProgressState::Replicate && pr.inflights.is_full() && stalled {
+                    // Every append in the window went unanswered for a whole heartbeat round:
+                    // they were lost. Resend from what the follower is known to hold.
+                    pr.become_probe();
                 }
                 if pr.matched < self.log.last_index() {
                     self.send_append(m.from, true);

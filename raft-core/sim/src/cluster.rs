@@ -1,0 +1,933 @@
+//! The simulation of one seed: a cluster of real cores on a simulated network and disk, clients
+//! issuing operations, a fault schedule, and the checkers watching everything.
+//!
+//! Time is a number of simulated units (a tick is about 100, with a little drift per node). The
+//! run has three phases: faults (crashes, restarts, partitions, loss, duplication, reordering,
+//! membership changes, leader transfers, compactions), then heal (everything restarts and the
+//! network calms down), then a liveness window in which every client operation must complete, and
+//! a final convergence check.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use raft_core::{
+    ConfChange, ConfChangeStep, ConfState, Error, LogIndex, MemStorage, Message, NodeId, Role,
+    Storage,
+};
+
+use crate::invariants::{
+    Durability, ElectionSafety, ForcedLeader, LeaderCompleteness, StateMachineSafety, Violation,
+    check_log_matching,
+};
+use crate::kv::{Command, Write, WriteResult};
+use crate::linearizability::{self, Event as LinEvent, History, Op, Outcome, Verdict};
+use crate::network::{Network, NetworkOptions};
+use crate::node::{Answer, ReadyOutput, SimNode};
+use crate::rng::SimRng;
+use crate::scenario::Scenario;
+
+/// How one run is set up beyond what the seed decides.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Ticks of the fault phase.
+    pub fault_ticks: u64,
+    /// Record a human-readable trace of the run.
+    pub trace: bool,
+    /// A deliberately injected core bug to enable (test-only feature).
+    #[cfg(feature = "inject-bugs")]
+    pub bug: Option<raft_core::InjectedBug>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            fault_ticks: 300,
+            trace: false,
+            #[cfg(feature = "inject-bugs")]
+            bug: None,
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// What the seed drew.
+    pub scenario: Scenario,
+    /// Broken properties (empty: the run passed).
+    pub violations: Vec<Violation>,
+    /// Events processed.
+    pub events: u64,
+    /// Client operations that completed with a known outcome.
+    pub ops_completed: u64,
+    /// Client writes whose outcome stayed unknown (timeouts).
+    pub ops_unknown: u64,
+    /// Terms that had a leader.
+    pub terms_with_leader: usize,
+    /// The highest committed index.
+    pub committed: LogIndex,
+    /// The trace, when asked for.
+    pub trace: Vec<String>,
+}
+
+const TICK_UNITS: u64 = 100;
+/// A client gives up on an operation after this long (its outcome becomes unknown).
+const CLIENT_TIMEOUT_UNITS: u64 = 15 * TICK_UNITS;
+/// After the heal, time for elections and catch-up before operations must succeed.
+const SETTLE_UNITS: u64 = 40 * TICK_UNITS;
+/// Clients keep working this long after the heal.
+const CLIENT_PHASE_UNITS: u64 = 90 * TICK_UNITS;
+/// The final convergence check runs this long after the heal.
+const FINAL_CHECK_UNITS: u64 = 120 * TICK_UNITS;
+/// A run that processes more events than this is reported as stuck.
+const EVENTS_MAX: u64 = 5_000_000;
+
+#[derive(Debug)]
+enum Event {
+    Tick(NodeId),
+    Ready(NodeId),
+    Deliver(Message),
+    Client(usize),
+    ClientTimeout {
+        client: usize,
+        op_id: u64,
+        attempt: u32,
+    },
+    Fault,
+    Heal,
+    FinalCheck,
+}
+
+#[derive(Clone, Debug)]
+struct ClientOp {
+    op_id: u64,
+    op: Op,
+    write: Option<Write>,
+    call: u64,
+    attempt: u32,
+    submitted: bool,
+}
+
+#[derive(Debug, Default)]
+struct Client {
+    leader_guess: Option<NodeId>,
+    current: Option<ClientOp>,
+    succeeded_after_settle: u64,
+}
+
+/// A node slot: running, or crashed with only its disk left.
+enum Slot {
+    Running(Box<SimNode>),
+    Crashed(MemStorage),
+}
+
+struct Cluster {
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    rng: SimRng,
+    scenario: Scenario,
+    options: RunOptions,
+    network: Network,
+    nodes: BTreeMap<NodeId, Slot>,
+    tick_units: BTreeMap<NodeId, u64>,
+    ready_scheduled: BTreeSet<NodeId>,
+    clients: Vec<Client>,
+    next_op_id: u64,
+    op_owner: BTreeMap<u64, usize>,
+    history: History,
+    heal_at: u64,
+    healed: bool,
+    // Checkers.
+    election_safety: ElectionSafety,
+    forced_leader: ForcedLeader,
+    leader_completeness: LeaderCompleteness,
+    state_machine: StateMachineSafety,
+    durability: Durability,
+    violations: Vec<Violation>,
+    events: u64,
+    ops_completed: u64,
+    ops_unknown: u64,
+    trace: Vec<String>,
+}
+
+/// Runs one seed.
+pub fn run(seed: u64, options: &RunOptions) -> Report {
+    let mut rng = SimRng::new(seed);
+    let scenario = Scenario::random(&mut rng);
+    let mut cluster = Cluster::new(rng, scenario, options.clone());
+    cluster.run();
+    Report {
+        seed,
+        scenario: cluster.scenario.clone(),
+        violations: cluster.violations,
+        events: cluster.events,
+        ops_completed: cluster.ops_completed,
+        ops_unknown: cluster.ops_unknown,
+        terms_with_leader: cluster.election_safety.terms_with_leader(),
+        committed: cluster.state_machine.max_committed(),
+        trace: cluster.trace,
+    }
+}
+
+impl Cluster {
+    fn new(mut rng: SimRng, scenario: Scenario, options: RunOptions) -> Self {
+        let heal_at = options.fault_ticks * TICK_UNITS;
+        let mut cluster = Self {
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            network: Network::new(NetworkOptions::random(&mut rng)),
+            nodes: BTreeMap::new(),
+            tick_units: BTreeMap::new(),
+            ready_scheduled: BTreeSet::new(),
+            clients: (0..scenario.clients).map(|_| Client::default()).collect(),
+            next_op_id: 1,
+            op_owner: BTreeMap::new(),
+            history: History::new(),
+            heal_at,
+            healed: false,
+            election_safety: ElectionSafety::default(),
+            forced_leader: ForcedLeader::new(scenario.forced_leader()),
+            leader_completeness: LeaderCompleteness,
+            state_machine: StateMachineSafety::default(),
+            durability: Durability,
+            violations: Vec::new(),
+            events: 0,
+            ops_completed: 0,
+            ops_unknown: 0,
+            trace: Vec::new(),
+            rng,
+            scenario,
+            options,
+        };
+        let initial = ConfState {
+            voters: cluster.scenario.voters.iter().copied().collect(),
+            voters_outgoing: BTreeSet::new(),
+            learners: cluster.scenario.learners.iter().copied().collect(),
+        };
+        let members: Vec<NodeId> = initial.all_nodes().into_iter().collect();
+        for id in members {
+            cluster.start_node(id, MemStorage::new_with_conf_state(initial.clone()));
+        }
+        for client in 0..cluster.clients.len() {
+            let at = cluster.rng.range(0, 10 * TICK_UNITS);
+            cluster.schedule(at, Event::Client(client));
+        }
+        let first_fault = cluster.rng.range(5 * TICK_UNITS, 30 * TICK_UNITS);
+        cluster.schedule(first_fault, Event::Fault);
+        cluster.schedule(heal_at, Event::Heal);
+        cluster.schedule(heal_at + FINAL_CHECK_UNITS, Event::FinalCheck);
+        cluster
+    }
+
+    fn schedule(&mut self, delay: u64, event: Event) {
+        self.seq += 1;
+        self.queue.insert((self.now + delay, self.seq), event);
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if self.options.trace {
+            let line = format!("t={:>6} {}", self.now, line());
+            self.trace.push(line);
+        }
+    }
+
+    fn violation(&mut self, property: &'static str, detail: String) {
+        self.note(|| format!("VIOLATION {property}: {detail}"));
+        self.violations.push(Violation {
+            property,
+            detail,
+            at: self.now,
+        });
+    }
+
+    fn run(&mut self) {
+        while let Some(((at, _), event)) = self.queue.pop_first() {
+            self.now = at;
+            self.events += 1;
+            if self.events > EVENTS_MAX {
+                self.violation("liveness", format!("more than {EVENTS_MAX} events: stuck"));
+                return;
+            }
+            let finished = matches!(event, Event::FinalCheck);
+            self.handle(event);
+            if finished || !self.violations.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick(id) => {
+                if let Some(node) = self.running_mut(id) {
+                    node.raw.tick();
+                    self.mark_dirty(id);
+                }
+                let units = self.tick_units[&id];
+                self.schedule(units, Event::Tick(id));
+            }
+            Event::Ready(id) => {
+                self.ready_scheduled.remove(&id);
+                self.process_ready(id);
+            }
+            Event::Deliver(message) => self.deliver(message),
+            Event::Client(client) => self.client_step(client),
+            Event::ClientTimeout {
+                client,
+                op_id,
+                attempt,
+            } => {
+                self.client_timeout(client, op_id, attempt);
+            }
+            Event::Fault => {
+                if self.healed {
+                    return;
+                }
+                self.inject_fault();
+                if self.now < self.heal_at {
+                    let next = self.rng.range(TICK_UNITS, 15 * TICK_UNITS);
+                    self.schedule(next, Event::Fault);
+                }
+            }
+            Event::Heal => self.heal(),
+            Event::FinalCheck => self.final_check(),
+        }
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Nodes.
+
+    fn running_mut(&mut self, id: NodeId) -> Option<&mut SimNode> {
+        match self.nodes.get_mut(&id) {
+            Some(Slot::Running(node)) => Some(node),
+            _ => None,
+        }
+    }
+
+    fn running_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, slot)| matches!(slot, Slot::Running(_)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes.iter().find_map(|(id, slot)| match slot {
+            Slot::Running(node) if node.is_leader() => Some(*id),
+            _ => None,
+        })
+    }
+
+    fn start_node(&mut self, id: NodeId, disk: MemStorage) {
+        let node_seed = self.rng.seed();
+        #[allow(unused_mut)]
+        let mut config = self.scenario.config(id, node_seed);
+        #[cfg(feature = "inject-bugs")]
+        {
+            config.bug = self.options.bug;
+        }
+        let snapshot = disk.snapshot().expect("MemStorage always has a snapshot");
+        let node = match SimNode::start(config, disk) {
+            Ok(node) => node,
+            Err(e) => {
+                self.violation("restart", format!("node {id} cannot start: {e}"));
+                return;
+            }
+        };
+        if let Some(v) =
+            self.state_machine
+                .on_snapshot(id, snapshot.metadata.index, snapshot.metadata.term)
+        {
+            self.violation("state machine safety", v);
+        }
+        self.nodes.insert(id, Slot::Running(Box::new(node)));
+        let drift = self.rng.range(0, 7);
+        let units = TICK_UNITS - 3 + drift;
+        if self.tick_units.insert(id, units).is_none() {
+            let phase = self.rng.range(0, units);
+            self.schedule(phase, Event::Tick(id));
+        }
+        self.note(|| format!("start {id}"));
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        if let Some(Slot::Running(node)) = self.nodes.remove(&id) {
+            let disk = node.raw.storage().clone();
+            self.nodes.insert(id, Slot::Crashed(disk));
+            self.note(|| format!("crash {id}"));
+        }
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        if let Some(Slot::Crashed(disk)) = self.nodes.remove(&id) {
+            if let Some(v) = self.durability.on_restart(id, &disk, &self.state_machine) {
+                self.violation("no lost committed entry", v);
+            }
+            self.note(|| format!("restart {id}"));
+            self.start_node(id, disk);
+        }
+    }
+
+    fn mark_dirty(&mut self, id: NodeId) {
+        if self.ready_scheduled.insert(id) {
+            // Persisting takes a little while (the fsync): a crash in between loses it.
+            let fsync = self.rng.range(1, 15);
+            self.schedule(fsync, Event::Ready(id));
+        }
+    }
+
+    fn process_ready(&mut self, id: NodeId) {
+        let Some(node) = self.running_mut(id) else {
+            return;
+        };
+        let out = node.process_ready();
+        let more = node.raw.has_ready();
+        self.observe(id, out);
+        if more {
+            self.mark_dirty(id);
+        }
+    }
+
+    fn observe(&mut self, id: NodeId, out: ReadyOutput) {
+        if let Some(term) = out.became_leader {
+            self.note(|| format!("{id} leads term {term}"));
+            if let Some(v) = self.election_safety.on_leader(id, term) {
+                self.violation("election safety", v);
+            }
+            if let Some(v) = self.forced_leader.on_leader(id, term) {
+                self.violation("forced-leader exclusivity", v);
+            }
+            if let Some(Slot::Running(node)) = self.nodes.get(&id) {
+                let check = self.leader_completeness.on_leader(
+                    id,
+                    term,
+                    node.raw.storage(),
+                    &self.state_machine,
+                );
+                if let Some(v) = check {
+                    self.violation("leader completeness", v);
+                }
+            }
+        }
+        if let Some((index, term)) = out.snapshot_installed {
+            self.note(|| format!("{id} installs snapshot {term}/{index}"));
+            if let Some(v) = self.state_machine.on_snapshot(id, index, term) {
+                self.violation("state machine safety", v);
+            }
+        }
+        if let (Some(first), Some(last)) = (out.applied.first(), out.applied.last()) {
+            let (first, last) = (first.index, last.index);
+            self.note(|| format!("{id} applies {first}..={last}"));
+        }
+        for entry in &out.applied {
+            if let Some(v) = self.state_machine.on_applied(id, entry) {
+                self.violation("state machine safety", v);
+            }
+        }
+        for error in out.conf_change_errors {
+            self.violation(
+                "membership",
+                format!("node {id}: committed change refused {error}"),
+            );
+        }
+        for message in out.messages {
+            for delay in self.network.send(&message, &mut self.rng) {
+                self.schedule(delay, Event::Deliver(message.clone()));
+            }
+        }
+        for answer in out.answers {
+            self.on_answer(answer);
+        }
+    }
+
+    fn deliver(&mut self, message: Message) {
+        let (from, to) = (message.from, message.to);
+        if self.network.is_cut(from, to) || self.running_mut(to).is_none() {
+            return;
+        }
+        let summary = format!("{message}");
+        if self.options.trace {
+            let line = format!("t={:>6} deliver {summary}", self.now);
+            self.trace.push(line);
+        }
+        let Some(node) = self.running_mut(to) else {
+            return;
+        };
+        match node.raw.step(message) {
+            Ok(()) => self.mark_dirty(to),
+            Err(e) => {
+                // The simulator only delivers well-formed messages: a refusal means the core
+                // saw something that correct Raft never produces.
+                self.violation("message handling", format!("{to} refused {summary}: {e}"));
+            }
+        }
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Clients.
+
+    fn client_step(&mut self, client: usize) {
+        if self.clients[client].current.is_none() {
+            if self.now >= self.heal_at + CLIENT_PHASE_UNITS {
+                return;
+            }
+            let op = self.new_op(client);
+            self.clients[client].current = Some(op);
+        }
+        self.submit(client);
+    }
+
+    fn new_op(&mut self, client: usize) -> ClientOp {
+        let op_id = self.next_op_id;
+        self.next_op_id += 1;
+        self.op_owner.insert(op_id, client);
+        let key = format!("k{}", self.rng.range(0, self.scenario.keys));
+        // Written values are unique, so a stale or invented read cannot hide.
+        let value = op_id;
+        let (op, write) = match self.rng.range(0, 20) {
+            0..9 => (Op::Get { key }, None),
+            9..16 => (
+                Op::Put {
+                    key: key.clone(),
+                    value,
+                },
+                Some(Write::Put { key, value }),
+            ),
+            16..17 => (Op::Delete { key: key.clone() }, Some(Write::Delete { key })),
+            _ => {
+                let expected = if self.rng.chance(0.3) {
+                    None
+                } else {
+                    Some(self.rng.range(1, op_id + 1))
+                };
+                (
+                    Op::Cas {
+                        key: key.clone(),
+                        expected,
+                        new: value,
+                    },
+                    Some(Write::Cas {
+                        key,
+                        expected,
+                        new: value,
+                    }),
+                )
+            }
+        };
+        // Now and then a client asks a random node, which tells it where the leader is.
+        if self.rng.chance(0.2) {
+            self.clients[client].leader_guess = None;
+        }
+        ClientOp {
+            op_id,
+            op,
+            write,
+            call: self.now,
+            attempt: 0,
+            submitted: false,
+        }
+    }
+
+    fn submit(&mut self, client: usize) {
+        let running = self.running_ids();
+        let guess = self.clients[client]
+            .leader_guess
+            .filter(|id| running.contains(id));
+        let Some(target) = guess.or_else(|| self.rng.pick(&running)) else {
+            let retry = self.rng.range(TICK_UNITS / 2, 2 * TICK_UNITS);
+            self.schedule(retry, Event::Client(client));
+            return;
+        };
+        let Some(mut op) = self.clients[client].current.clone() else {
+            return;
+        };
+        let node = match self.nodes.get_mut(&target) {
+            Some(Slot::Running(node)) => node,
+            _ => unreachable!("target was picked among running nodes"),
+        };
+        let result = match (&op.op, &op.write) {
+            (Op::Get { key }, _) => node.read(op.op_id, op.op_id, key.clone()),
+            (_, Some(write)) => node.propose(&Command {
+                client: client as u64,
+                op_id: op.op_id,
+                write: write.clone(),
+            }),
+            _ => unreachable!("every non-read carries a write"),
+        };
+        match result {
+            Ok(()) => {
+                op.attempt += 1;
+                op.submitted = true;
+                let (op_id, attempt) = (op.op_id, op.attempt);
+                self.clients[client].current = Some(op);
+                self.clients[client].leader_guess = Some(target);
+                self.mark_dirty(target);
+                self.schedule(
+                    CLIENT_TIMEOUT_UNITS,
+                    Event::ClientTimeout {
+                        client,
+                        op_id,
+                        attempt,
+                    },
+                );
+            }
+            Err(Error::NotLeader { leader }) => {
+                self.clients[client].leader_guess = leader;
+                let retry = self.rng.range(5, 30);
+                self.schedule(retry, Event::Client(client));
+            }
+            Err(_) => {
+                // Not ready, transfer in progress, backpressure: try again shortly.
+                self.clients[client].leader_guess = None;
+                let retry = self.rng.range(20, 100);
+                self.schedule(retry, Event::Client(client));
+            }
+        }
+    }
+
+    fn on_answer(&mut self, answer: Answer) {
+        let Some(&client) = self.op_owner.get(&answer.op_id()) else {
+            return;
+        };
+        let Some(op) = self.clients[client].current.clone() else {
+            return; // Late answer to an operation the client gave up on.
+        };
+        if op.op_id != answer.op_id() || !op.submitted {
+            return;
+        }
+        let outcome = match answer {
+            Answer::WriteDone { result, .. } => match (&op.op, result) {
+                (Op::Put { .. }, _) => Outcome::Put,
+                (Op::Delete { .. }, _) => Outcome::Delete,
+                (Op::Cas { .. }, WriteResult::Cas { swapped }) => Outcome::Cas { swapped },
+                _ => unreachable!("answers match their operations"),
+            },
+            Answer::ReadDone { value, .. } => Outcome::Get(value),
+            Answer::WriteFailed { .. } | Answer::ReadFailed { .. } => {
+                // Definitely not done: retry elsewhere, keeping the original call time.
+                let state = &mut self.clients[client];
+                state.leader_guess = None;
+                if let Some(current) = state.current.as_mut() {
+                    current.submitted = false;
+                }
+                let retry = self.rng.range(5, 50);
+                self.schedule(retry, Event::Client(client));
+                return;
+            }
+        };
+        self.history.push(LinEvent {
+            client: client as u64,
+            op: op.op.clone(),
+            call: op.call,
+            ret: Some(self.now),
+            outcome,
+        });
+        self.ops_completed += 1;
+        if op.call >= self.heal_at + SETTLE_UNITS {
+            self.clients[client].succeeded_after_settle += 1;
+        }
+        self.clients[client].current = None;
+        let think = self.rng.range(0, 2 * TICK_UNITS);
+        self.schedule(think, Event::Client(client));
+    }
+
+    fn client_timeout(&mut self, client: usize, op_id: u64, attempt: u32) {
+        let Some(op) = self.clients[client].current.clone() else {
+            return;
+        };
+        if op.op_id != op_id || op.attempt != attempt || !op.submitted {
+            return;
+        }
+        self.give_up(client, &op);
+        if self.healed && op.call >= self.heal_at + SETTLE_UNITS {
+            self.violation(
+                "liveness",
+                format!(
+                    "client {client} operation {op_id} ({:?}) called at t={} after the heal did \
+                     not complete within {CLIENT_TIMEOUT_UNITS} units",
+                    op.op, op.call
+                ),
+            );
+        }
+        self.clients[client].current = None;
+        self.clients[client].leader_guess = None;
+        let think = self.rng.range(0, TICK_UNITS);
+        self.schedule(think, Event::Client(client));
+    }
+
+    /// Records an operation whose outcome the client never learned.
+    fn give_up(&mut self, client: usize, op: &ClientOp) {
+        if op.write.is_some() && op.attempt > 0 {
+            // It may or may not take effect, at any time after its call.
+            self.history.push(LinEvent {
+                client: client as u64,
+                op: op.op.clone(),
+                call: op.call,
+                ret: None,
+                outcome: Outcome::Unknown,
+            });
+            self.ops_unknown += 1;
+        }
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Faults.
+
+    fn inject_fault(&mut self) {
+        let all: BTreeSet<NodeId> = self.nodes.keys().copied().collect();
+        match self.rng.range(0, 100) {
+            0..12 => {
+                // Symmetric partition into two random sides.
+                let side: BTreeSet<NodeId> = all
+                    .iter()
+                    .copied()
+                    .filter(|_| self.rng.chance(0.5))
+                    .collect();
+                if !side.is_empty() && side.len() < all.len() {
+                    self.network.partition(&side, &all, false);
+                    self.note(|| format!("partition {side:?} | rest"));
+                }
+            }
+            12..20 => {
+                // Isolate the leader (the classic stale-leader setup).
+                if let Some(leader) = self.leader() {
+                    let one_way = self.rng.chance(0.3);
+                    self.network
+                        .partition(&BTreeSet::from([leader]), &all, one_way);
+                    self.note(|| format!("isolate leader {leader} one_way={one_way}"));
+                }
+            }
+            20..26 => {
+                // One-way partition of a random node.
+                if let Some(node) = self.rng.pick(&all.iter().copied().collect::<Vec<_>>()) {
+                    self.network.partition(&BTreeSet::from([node]), &all, true);
+                    self.note(|| format!("cut outbound links of {node}"));
+                }
+            }
+            26..40 => {
+                self.network.heal();
+                self.note(|| "heal network".to_owned());
+            }
+            40..50 => {
+                let running = self.running_ids();
+                if let Some(id) = self.rng.pick(&running) {
+                    self.crash(id);
+                }
+            }
+            50..55 => {
+                if let Some(leader) = self.leader() {
+                    self.crash(leader);
+                }
+            }
+            55..68 => {
+                let crashed: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, slot)| matches!(slot, Slot::Crashed(_)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                if let Some(id) = self.rng.pick(&crashed) {
+                    self.restart(id);
+                }
+            }
+            68..76 => {
+                self.network.options = if self.rng.chance(0.3) {
+                    NetworkOptions::calm()
+                } else {
+                    NetworkOptions::random(&mut self.rng)
+                };
+                let options = self.network.options.clone();
+                self.note(|| format!("network {options:?}"));
+            }
+            76..86 => self.change_membership(),
+            86..92 => self.transfer_leadership(),
+            _ => {
+                let running = self.running_ids();
+                if let Some(id) = self.rng.pick(&running) {
+                    if let Some(node) = self.running_mut(id) {
+                        node.compact();
+                    }
+                    self.note(|| format!("compact {id}"));
+                }
+            }
+        }
+    }
+
+    fn change_membership(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let Some(Slot::Running(node)) = self.nodes.get(&leader) else {
+            return;
+        };
+        let conf = node.conf.clone();
+        let forced = self.scenario.forced_leader();
+        let members = conf.all_nodes();
+        let spare = self
+            .scenario
+            .spares
+            .iter()
+            .copied()
+            .find(|id| !members.contains(id));
+        let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
+        let removable: Vec<NodeId> = if conf.voters.len() > 3 {
+            conf.voters
+                .iter()
+                .copied()
+                .filter(|id| Some(*id) != forced)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let step = match self.rng.range(0, 4) {
+            0 | 1 if spare.is_some() => {
+                let spare = spare.expect("checked");
+                if !self.nodes.contains_key(&spare) {
+                    // A joining node starts with no configuration and learns it by snapshot.
+                    self.start_node(spare, MemStorage::new_with_conf_state(ConfState::default()));
+                }
+                if self.rng.chance(0.7) {
+                    ConfChangeStep::AddLearner(spare)
+                } else {
+                    ConfChangeStep::AddVoter(spare)
+                }
+            }
+            2 if !learners.is_empty() => {
+                ConfChangeStep::AddVoter(self.rng.pick(&learners).expect("not empty"))
+            }
+            _ if !removable.is_empty() => {
+                ConfChangeStep::RemoveNode(self.rng.pick(&removable).expect("not empty"))
+            }
+            _ => return,
+        };
+        let Some(node) = self.running_mut(leader) else {
+            return;
+        };
+        let result = node.raw.propose_conf_change(ConfChange {
+            changes: vec![step],
+        });
+        self.note(|| format!("propose {step:?} on {leader}: {result:?}"));
+        self.mark_dirty(leader);
+    }
+
+    fn transfer_leadership(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let voters: Vec<NodeId> = match self.nodes.get(&leader) {
+            Some(Slot::Running(node)) => node.conf.voters.iter().copied().collect(),
+            _ => return,
+        };
+        let Some(target) = self.rng.pick(&voters) else {
+            return;
+        };
+        if let Some(node) = self.running_mut(leader) {
+            let result = node.raw.transfer_leader(target);
+            self.note(|| format!("transfer {leader} -> {target}: {result:?}"));
+            self.mark_dirty(leader);
+        }
+    }
+
+    fn heal(&mut self) {
+        self.healed = true;
+        self.network.heal();
+        self.network.options = NetworkOptions::calm();
+        let crashed: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, slot)| matches!(slot, Slot::Crashed(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in crashed {
+            self.restart(id);
+        }
+        self.note(|| "HEAL: all nodes up, network calm".to_owned());
+    }
+
+    // -------------------------------------------------------------------------------------
+    // The end.
+
+    fn final_check(&mut self) {
+        // Operations still pending never completed.
+        for client in 0..self.clients.len() {
+            if let Some(op) = self.clients[client].current.take() {
+                self.give_up(client, &op);
+            }
+        }
+        for (client, state) in self.clients.iter().enumerate() {
+            if state.succeeded_after_settle == 0 {
+                self.violations.push(Violation {
+                    property: "liveness",
+                    detail: format!("client {client} completed no operation after the heal"),
+                    at: self.now,
+                });
+            }
+        }
+        let Some(leader) = self.leader() else {
+            self.violation("liveness", "no leader at the end of the run".to_owned());
+            return;
+        };
+        let members = match self.nodes.get(&leader) {
+            Some(Slot::Running(node)) => node.conf.all_nodes(),
+            _ => unreachable!("the leader is running"),
+        };
+        let mut states = Vec::new();
+        for id in &members {
+            let applied = match self.nodes.get(id) {
+                Some(Slot::Running(node)) => {
+                    states.push((*id, node.applied, node.kv.clone()));
+                    node.applied
+                }
+                _ => {
+                    self.violation("liveness", format!("member {id} is not running"));
+                    continue;
+                }
+            };
+            if let Some(v) = self.durability.on_final(*id, applied, &self.state_machine) {
+                self.violation("no lost committed entry", v);
+            }
+        }
+        if let Some((first_id, first_applied, first)) = states.first() {
+            for (id, applied, kv) in &states[1..] {
+                if applied == first_applied && kv != first {
+                    let detail = format!(
+                        "members {first_id} and {id} applied the same log into different states"
+                    );
+                    self.violation("state machine safety", detail);
+                }
+            }
+        }
+        let logs: Vec<(NodeId, MemStorage)> = self
+            .nodes
+            .iter()
+            .map(|(id, slot)| match slot {
+                Slot::Running(node) => (*id, node.raw.storage().clone()),
+                Slot::Crashed(disk) => (*id, disk.clone()),
+            })
+            .collect();
+        let refs: Vec<(NodeId, &MemStorage)> = logs.iter().map(|(id, disk)| (*id, disk)).collect();
+        if let Some(v) = check_log_matching(&refs) {
+            self.violation("log matching", v);
+        }
+        match linearizability::check(&self.history, 5_000_000) {
+            Verdict::Linearizable => {}
+            Verdict::NotLinearizable { key, explanation } => {
+                self.violation("linearizability", format!("key {key}: {explanation}"));
+            }
+            Verdict::Timeout { key } => {
+                // Too many concurrent unknown operations to decide: not evidence of a bug, but
+                // reported so it is not silently skipped.
+                self.note(|| format!("linearizability check gave up on key {key}"));
+            }
+        }
+        let role = match self.nodes.get(&leader) {
+            Some(Slot::Running(node)) => node.raw.role(),
+            _ => Role::Follower,
+        };
+        self.note(|| format!("final: leader {leader} ({role}), members {members:?}"));
+    }
+}
