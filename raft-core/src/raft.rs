@@ -825,11 +825,11 @@ impl<S: Storage> Raft<S> {
             }
             MessageBody::AppendResponse { index, .. } => {
                 let updated = pr.maybe_update(index);
-                if let ProgressState::Snapshot { pending_index } = pr.state {
-                    if index >= pending_index {
-                        pr.needs_snapshot = false;
-                        pr.become_probe();
-                    }
+                if let ProgressState::Snapshot { pending_index } = pr.state
+                    && index >= pending_index
+                {
+                    pr.needs_snapshot = false;
+                    pr.become_probe();
                 }
                 if updated {
                     match pr.state {
@@ -1134,10 +1134,10 @@ impl<S: Storage> Raft<S> {
         if !self.conf.voters.contains(&target) {
             return Err(Error::NotAVoter(target));
         }
-        if let LeaderPolicy::Forced(forced) = self.cfg.leader_policy {
-            if forced != target {
-                return Err(Error::PolicyForbids(target));
-            }
+        if let LeaderPolicy::Forced(forced) = self.cfg.leader_policy
+            && forced != target
+        {
+            return Err(Error::PolicyForbids(target));
         }
         if self.transfer_target == target {
             return Ok(());
@@ -1225,12 +1225,13 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn set_leader_policy(&mut self, policy: LeaderPolicy) {
         self.cfg.leader_policy = policy;
         self.randomize_election_timeout();
-        if self.role == Role::Leader && !self.is_preferred(self.id) {
-            if let LeaderPolicy::Forced(_) = self.cfg.leader_policy {
-                // Only the forced node may lead: step down at once.
-                let term = self.term;
-                self.become_follower(term, NodeId::NONE);
-            }
+        if self.role == Role::Leader
+            && !self.is_preferred(self.id)
+            && matches!(self.cfg.leader_policy, LeaderPolicy::Forced(_))
+        {
+            // Only the forced node may lead: step down at once.
+            let term = self.term;
+            self.become_follower(term, NodeId::NONE);
         }
     }
 

@@ -119,7 +119,7 @@ struct Client {
 /// A node slot: running, or crashed with only its disk left.
 enum Slot {
     Running(Box<SimNode>),
-    Crashed(MemStorage),
+    Crashed(Box<MemStorage>),
 }
 
 struct Cluster {
@@ -357,7 +357,7 @@ impl Cluster {
     fn crash(&mut self, id: NodeId) {
         if let Some(Slot::Running(node)) = self.nodes.remove(&id) {
             let disk = node.raw.storage().clone();
-            self.nodes.insert(id, Slot::Crashed(disk));
+            self.nodes.insert(id, Slot::Crashed(Box::new(disk)));
             self.note(|| format!("crash {id}"));
         }
     }
@@ -368,7 +368,7 @@ impl Cluster {
                 self.violation("no lost committed entry", v);
             }
             self.note(|| format!("restart {id}"));
-            self.start_node(id, disk);
+            self.start_node(id, *disk);
         }
     }
 
@@ -545,9 +545,8 @@ impl Cluster {
         let Some(mut op) = self.clients[client].current.clone() else {
             return;
         };
-        let node = match self.nodes.get_mut(&target) {
-            Some(Slot::Running(node)) => node,
-            _ => unreachable!("target was picked among running nodes"),
+        let Some(Slot::Running(node)) = self.nodes.get_mut(&target) else {
+            unreachable!("target was picked among running nodes")
         };
         let result = match (&op.op, &op.write) {
             (Op::Get { key }, _) => node.read(op.op_id, op.op_id, key.clone()),
@@ -906,7 +905,7 @@ impl Cluster {
             .iter()
             .map(|(id, slot)| match slot {
                 Slot::Running(node) => (*id, node.raw.storage().clone()),
-                Slot::Crashed(disk) => (*id, disk.clone()),
+                Slot::Crashed(disk) => (*id, (**disk).clone()),
             })
             .collect();
         let refs: Vec<(NodeId, &MemStorage)> = logs.iter().map(|(id, disk)| (*id, disk)).collect();

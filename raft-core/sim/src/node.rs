@@ -176,13 +176,13 @@ impl SimNode {
             return out;
         }
         let mut ready = self.raw.ready();
-        if let Some(soft) = ready.soft_state {
-            if soft.role == Role::Leader {
-                let term = ready
-                    .hard_state
-                    .map_or_else(|| self.raw.status().hard_state.term, |hs| hs.term);
-                out.became_leader = Some(term);
-            }
+        if let Some(soft) = ready.soft_state
+            && soft.role == Role::Leader
+        {
+            let term = ready
+                .hard_state
+                .map_or_else(|| self.raw.status().hard_state.term, |hs| hs.term);
+            out.became_leader = Some(term);
         }
 
         // 1. Persist.
