@@ -23,9 +23,13 @@ struct Args {
     /// Ticks of the fault phase of each run.
     #[arg(long, default_value_t = 300)]
     fault_ticks: u64,
-    /// Print the event trace of each run (use with a single seed).
+    /// Print the full event trace of each run, every message included (use with one seed).
     #[arg(long)]
     trace: bool,
+    /// Print the story of each run: elections, faults, membership changes, snapshots, heal —
+    /// the trace without individual messages and applies (use with one seed).
+    #[arg(long)]
+    story: bool,
     /// Worker threads (default: available cores).
     #[arg(long)]
     jobs: Option<usize>,
@@ -63,7 +67,7 @@ fn options(args: &Args) -> Result<RunOptions, String> {
     #[allow(unused_mut)]
     let mut options = RunOptions {
         fault_ticks: args.fault_ticks,
-        trace: args.trace,
+        trace: args.trace || args.story,
         ..RunOptions::default()
     };
     match args.bug.as_deref() {
@@ -142,11 +146,23 @@ fn main() -> ExitCode {
                         t.2 += report.ops_completed;
                         t.3 += report.ops_unknown;
                     }
-                    if args.trace {
+                    if args.trace || args.story {
                         println!("seed {seed}: {}", report.scenario);
                         for line in &report.trace {
-                            println!("{line}");
+                            let chatter = line.contains(" deliver ") || line.contains(" applies ");
+                            if args.trace || !chatter {
+                                println!("{line}");
+                            }
                         }
+                        println!(
+                            "seed {seed}: {} events, {} leaders elected, {} entries committed, \
+                             {} client operations completed, {} unknown",
+                            report.events,
+                            report.terms_with_leader,
+                            report.committed,
+                            report.ops_completed,
+                            report.ops_unknown
+                        );
                     }
                     if !report.violations.is_empty() {
                         for v in &report.violations {
