@@ -65,6 +65,9 @@ pub struct Report {
     pub ops_unknown: u64,
     /// Terms that had a leader.
     pub terms_with_leader: usize,
+    /// Whether the linearizability check hit its step limit on some key (undecided, not a
+    /// violation).
+    pub linearizability_undecided: bool,
     /// The highest committed index.
     pub committed: LogIndex,
     /// The trace, when asked for.
@@ -80,6 +83,8 @@ const SETTLE_UNITS: u64 = 40 * TICK_UNITS;
 const CLIENT_PHASE_UNITS: u64 = 90 * TICK_UNITS;
 /// The final convergence check runs this long after the heal.
 const FINAL_CHECK_UNITS: u64 = 120 * TICK_UNITS;
+/// The linearizability search gives up (undecided, reported) after this many steps per key.
+const LINEARIZABILITY_STEPS_MAX: u64 = 5_000_000;
 /// A run that processes more events than this is reported as stuck.
 const EVENTS_MAX: u64 = 5_000_000;
 
@@ -139,6 +144,7 @@ struct Cluster {
     history: History,
     heal_at: u64,
     healed: bool,
+    linearizability_undecided: bool,
     // Checkers.
     election_safety: ElectionSafety,
     forced_leader: ForcedLeader,
@@ -166,6 +172,7 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
         ops_completed: cluster.ops_completed,
         ops_unknown: cluster.ops_unknown,
         terms_with_leader: cluster.election_safety.terms_with_leader(),
+        linearizability_undecided: cluster.linearizability_undecided,
         committed: cluster.state_machine.max_committed(),
         trace: cluster.trace,
     }
@@ -188,6 +195,7 @@ impl Cluster {
             history: History::new(),
             heal_at,
             healed: false,
+            linearizability_undecided: false,
             election_safety: ElectionSafety::default(),
             forced_leader: ForcedLeader::new(scenario.forced_leader()),
             leader_completeness: LeaderCompleteness,
@@ -912,7 +920,7 @@ impl Cluster {
         if let Some(v) = check_log_matching(&refs) {
             self.violation("log matching", v);
         }
-        match linearizability::check(&self.history, 5_000_000) {
+        match linearizability::check(&self.history, LINEARIZABILITY_STEPS_MAX) {
             Verdict::Linearizable => {}
             Verdict::NotLinearizable { key, explanation } => {
                 self.violation("linearizability", format!("key {key}: {explanation}"));
@@ -920,6 +928,7 @@ impl Cluster {
             Verdict::Timeout { key } => {
                 // Too many concurrent unknown operations to decide: not evidence of a bug, but
                 // reported so it is not silently skipped.
+                self.linearizability_undecided = true;
                 self.note(|| format!("linearizability check gave up on key {key}"));
             }
         }

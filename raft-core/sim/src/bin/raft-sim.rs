@@ -125,7 +125,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let next = AtomicU64::new(args.seeds.start);
     let failures: Mutex<Vec<Report>> = Mutex::new(Vec::new());
-    let totals = Mutex::new((0u64, 0u64, 0u64, 0u64));
+    let totals = Mutex::new((0u64, 0u64, 0u64, 0u64, 0u64));
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
@@ -145,6 +145,7 @@ fn main() -> ExitCode {
                         t.1 += report.events;
                         t.2 += report.ops_completed;
                         t.3 += report.ops_unknown;
+                        t.4 += u64::from(report.linearizability_undecided);
                     }
                     if args.trace || args.story {
                         println!("seed {seed}: {}", report.scenario);
@@ -183,11 +184,11 @@ fn main() -> ExitCode {
         }
     });
     let failures = failures.into_inner().expect("threads joined");
-    let (seeds, events, ops, unknown) = totals.into_inner().expect("threads joined");
+    let (seeds, events, ops, unknown, undecided) = totals.into_inner().expect("threads joined");
     let violations: usize = failures.iter().map(|r| r.violations.len()).sum();
     println!(
         "raft-sim: {seeds} seeds, {violations} violations ({} failing seeds), {events} events, \
-         {ops} client ops completed, {unknown} unknown, {:.1}s",
+         {ops} client ops completed, {unknown} unknown, {undecided} histories undecided, {:.1}s",
         failures.len(),
         started.elapsed().as_secs_f64()
     );
