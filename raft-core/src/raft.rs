@@ -421,10 +421,34 @@ impl<S: Storage> Raft<S> {
     // Elections.
 
     fn start_campaign(&mut self) {
+        if self.has_unapplied_conf_change() {
+            return;
+        }
         if self.cfg.pre_vote {
             self.campaign(CampaignKind::PreElection);
         } else {
             self.campaign(CampaignKind::Election);
+        }
+    }
+
+    /// Whether a committed membership change still waits to be applied. The configuration in
+    /// force is the applied one, so a node in that state would count votes in a configuration
+    /// the group has already left: with old and new voters forming disjoint majorities, two
+    /// leaders could win the same term. It must not campaign until it has applied the change
+    /// (etcd refuses likewise). A log it cannot read (a snapshot being installed) counts as
+    /// pending.
+    fn has_unapplied_conf_change(&self) -> bool {
+        if self.log.committed <= self.log.applied {
+            return false;
+        }
+        match self
+            .log
+            .slice(self.log.applied.next(), self.log.committed.next(), u64::MAX)
+        {
+            Ok(entries) => entries
+                .iter()
+                .any(|entry| matches!(entry.payload, EntryPayload::ConfChange(_))),
+            Err(_) => true,
         }
     }
 
@@ -644,7 +668,10 @@ impl<S: Storage> Raft<S> {
                 }
             }
             MessageBody::TimeoutNow => {
-                if self.role != Role::Leader && self.promotable() {
+                if self.role != Role::Leader
+                    && self.promotable()
+                    && !self.has_unapplied_conf_change()
+                {
                     self.campaign(CampaignKind::Transfer);
                 }
             }
@@ -1199,12 +1226,8 @@ impl<S: Storage> Raft<S> {
             self.become_follower(term, NodeId::NONE);
             return Ok(next);
         }
-        if next.is_joint() {
-            // Leave the joint configuration as soon as possible: propose C_new.
-            let (index, _) =
-                self.append_entries(vec![EntryPayload::ConfChange(ConfChange::leave_joint())]);
-            self.pending_conf_index = index;
-        }
+        // Entering a joint configuration: the entry that leaves it is proposed by `on_applied`
+        // once this entry counts as applied, and only if no such entry is pending already.
         if self.maybe_commit() {
             self.broadcast_pending = true;
         }
@@ -1213,6 +1236,19 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn on_applied(&mut self, committed_bytes: u64) {
         self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(committed_bytes);
+        // Leave a joint configuration as soon as possible: propose C_new. Only once everything
+        // up to the last pending change is applied — a leader may have inherited the entry that
+        // leaves it already (proposing a second one would make every node refuse it when it is
+        // applied), or may have inherited none (its predecessor died first: without this the
+        // group would stay joint forever).
+        if self.role == Role::Leader
+            && self.conf.is_joint()
+            && self.log.applied >= self.pending_conf_index
+        {
+            let (index, _) =
+                self.append_entries(vec![EntryPayload::ConfChange(ConfChange::leave_joint())]);
+            self.pending_conf_index = index;
+        }
     }
 
     pub(crate) fn set_commit_rule(&mut self, rule: CommitRule) {
