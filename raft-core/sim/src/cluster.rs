@@ -790,6 +790,62 @@ impl Cluster {
         } else {
             Vec::new()
         };
+        let steps = match self.rng.range(0, 6) {
+            // Several steps in one joint change: the voter sets before and after may then share
+            // few nodes, which is where configuration bugs hide.
+            4 if spare.is_some() => {
+                let spare = spare.expect("checked");
+                let voters: Vec<NodeId> = conf
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|id| Some(*id) != forced)
+                    .collect();
+                let Some(replaced) = self.rng.pick(&voters) else {
+                    return;
+                };
+                if !self.nodes.contains_key(&spare) {
+                    self.start_node(spare, MemStorage::new_with_conf_state(ConfState::default()));
+                }
+                vec![
+                    ConfChangeStep::AddVoter(spare),
+                    ConfChangeStep::RemoveNode(replaced),
+                ]
+            }
+            5 if removable.len() >= 2 && conf.voters.len() >= 5 => {
+                let first = self.rng.pick(&removable).expect("not empty");
+                let rest: Vec<NodeId> = removable
+                    .iter()
+                    .copied()
+                    .filter(|id| *id != first)
+                    .collect();
+                let second = self.rng.pick(&rest).expect("at least two removable");
+                vec![
+                    ConfChangeStep::RemoveNode(first),
+                    ConfChangeStep::RemoveNode(second),
+                ]
+            }
+            _ => match self.single_step(spare, &learners, &removable) {
+                Some(step) => vec![step],
+                None => return,
+            },
+        };
+        let Some(node) = self.running_mut(leader) else {
+            return;
+        };
+        let result = node.raw.propose_conf_change(ConfChange {
+            changes: steps.clone(),
+        });
+        self.note(|| format!("propose {steps:?} on {leader}: {result:?}"));
+        self.mark_dirty(leader);
+    }
+
+    fn single_step(
+        &mut self,
+        spare: Option<NodeId>,
+        learners: &[NodeId],
+        removable: &[NodeId],
+    ) -> Option<ConfChangeStep> {
         let step = match self.rng.range(0, 4) {
             0 | 1 if spare.is_some() => {
                 let spare = spare.expect("checked");
@@ -804,21 +860,14 @@ impl Cluster {
                 }
             }
             2 if !learners.is_empty() => {
-                ConfChangeStep::AddVoter(self.rng.pick(&learners).expect("not empty"))
+                ConfChangeStep::AddVoter(self.rng.pick(learners).expect("not empty"))
             }
             _ if !removable.is_empty() => {
-                ConfChangeStep::RemoveNode(self.rng.pick(&removable).expect("not empty"))
+                ConfChangeStep::RemoveNode(self.rng.pick(removable).expect("not empty"))
             }
-            _ => return,
+            _ => return None,
         };
-        let Some(node) = self.running_mut(leader) else {
-            return;
-        };
-        let result = node.raw.propose_conf_change(ConfChange {
-            changes: vec![step],
-        });
-        self.note(|| format!("propose {step:?} on {leader}: {result:?}"));
-        self.mark_dirty(leader);
+        Some(step)
     }
 
     fn transfer_leadership(&mut self) {
