@@ -137,6 +137,8 @@ struct Cluster {
     network: Network,
     nodes: BTreeMap<NodeId, Slot>,
     tick_units: BTreeMap<NodeId, u64>,
+    /// Nodes whose disk is slow: each Ready takes this much longer to persist.
+    slow_disk_units: BTreeMap<NodeId, u64>,
     ready_scheduled: BTreeSet<NodeId>,
     clients: Vec<Client>,
     next_op_id: u64,
@@ -188,6 +190,7 @@ impl Cluster {
             network: Network::new(NetworkOptions::random(&mut rng)),
             nodes: BTreeMap::new(),
             tick_units: BTreeMap::new(),
+            slow_disk_units: BTreeMap::new(),
             ready_scheduled: BTreeSet::new(),
             clients: (0..scenario.clients).map(|_| Client::default()).collect(),
             next_op_id: 1,
@@ -383,7 +386,8 @@ impl Cluster {
     fn mark_dirty(&mut self, id: NodeId) {
         if self.ready_scheduled.insert(id) {
             // Persisting takes a little while (the fsync): a crash in between loses it.
-            let fsync = self.rng.range(1, 15);
+            let slow = self.slow_disk_units.get(&id).copied().unwrap_or(0);
+            let fsync = self.rng.range(1, 15) + slow;
             self.schedule(fsync, Event::Ready(id));
         }
     }
@@ -751,7 +755,21 @@ impl Cluster {
                 self.note(|| format!("network {options:?}"));
             }
             76..86 => self.change_membership(),
-            86..92 => self.transfer_leadership(),
+            86..90 => self.transfer_leadership(),
+            90..94 => {
+                // A disk that stalls: the node keeps ticking and receiving, but persists, sends
+                // and applies late. Applying then lags committing by many entries.
+                let running = self.running_ids();
+                if let Some(id) = self.rng.pick(&running) {
+                    if self.slow_disk_units.remove(&id).is_some() {
+                        self.note(|| format!("disk of {id} back to normal"));
+                    } else {
+                        let units = self.rng.range(TICK_UNITS / 2, 3 * TICK_UNITS);
+                        self.slow_disk_units.insert(id, units);
+                        self.note(|| format!("slow disk on {id}: +{units} per Ready"));
+                    }
+                }
+            }
             _ => {
                 let running = self.running_ids();
                 if let Some(id) = self.rng.pick(&running) {
@@ -890,6 +908,7 @@ impl Cluster {
 
     fn heal(&mut self) {
         self.healed = true;
+        self.slow_disk_units.clear();
         self.network.heal();
         self.network.options = NetworkOptions::calm();
         let crashed: Vec<NodeId> = self

@@ -30,6 +30,9 @@ pub struct Scenario {
     pub inflight_appends_max: usize,
     /// Bytes per append.
     pub append_size_max_bytes: u64,
+    /// Bytes of committed entries handed out per Ready: small values make applying lag behind
+    /// committing, as it does in a real driver under load or while replaying after a restart.
+    pub committed_size_max_bytes_per_ready: u64,
     /// Leader policy.
     pub leader_policy: LeaderPolicy,
     /// Commit rule.
@@ -87,6 +90,11 @@ impl Scenario {
             lease_duration_ticks,
             inflight_appends_max: rng.range(1, 8) as usize,
             append_size_max_bytes: rng.range(64, 4096),
+            committed_size_max_bytes_per_ready: if rng.chance(0.5) {
+                rng.range(32, 512)
+            } else {
+                16 << 20
+            },
             leader_policy,
             commit_rule,
             clients: rng.range(2, 6),
@@ -114,6 +122,7 @@ impl Scenario {
             check_quorum: self.check_quorum,
             append_size_max_bytes: self.append_size_max_bytes,
             inflight_appends_max: self.inflight_appends_max,
+            committed_size_max_bytes_per_ready: self.committed_size_max_bytes_per_ready,
             leader_policy: self.leader_policy.clone(),
             commit_rule: self.commit_rule.clone(),
             seed,
@@ -144,7 +153,7 @@ impl fmt::Display for Scenario {
         write!(
             f,
             "voters={:?} learners={:?} spares={:?} pre_vote={} check_quorum={} election={} \
-             heartbeat={} lease={} inflight={} append_bytes={} policy={policy} commit={rule} \
+             heartbeat={} lease={} inflight={} append_bytes={} apply_bytes={} policy={policy} commit={rule} \
              clients={} keys={}",
             ids(self.voters.iter()),
             ids(self.learners.iter()),
@@ -156,6 +165,7 @@ impl fmt::Display for Scenario {
             self.lease_duration_ticks,
             self.inflight_appends_max,
             self.append_size_max_bytes,
+            self.committed_size_max_bytes_per_ready,
             self.clients,
             self.keys,
         )

@@ -64,7 +64,8 @@ fn parse_seeds(text: &str) -> Result<Range<u64>, String> {
 }
 
 fn options(args: &Args) -> Result<RunOptions, String> {
-    #[allow(unused_mut)]
+    // With `inject-bugs`, RunOptions has a `bug` field too: the update is needed then.
+    #[allow(unused_mut, clippy::needless_update)]
     let mut options = RunOptions {
         fault_ticks: args.fault_ticks,
         trace: args.trace || args.story,
