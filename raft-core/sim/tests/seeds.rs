@@ -53,7 +53,8 @@ fn runs_exercise_the_faults_they_claim() {
         trace: true,
         ..RunOptions::default()
     };
-    let kinds: [(&str, fn(&str) -> bool); 16] = [
+    type Matcher = fn(&str) -> bool;
+    let kinds: [(&str, Matcher); 16] = [
         ("crash", |l| l.contains(" crash ")),
         ("restart", |l| l.contains(" restart ")),
         ("partition", |l| l.contains(" partition ")),
