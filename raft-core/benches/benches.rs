@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use raft_core::{Config, ConfState, MemStorage, Message, RawNode, Role};
+use raft_core::{ConfState, Config, MemStorage, Message, RawNode, Role};
 
 /// Three nodes wired together in memory; `stabilize` plays the Ready loop until quiet.
 struct Cluster {
@@ -20,7 +20,10 @@ impl Cluster {
         let conf = ConfState::with_voters([1, 2, 3]);
         let nodes = (1..=3)
             .map(|id| {
-                let config = Config { lease_duration_ticks: 0, ..Config::new(id) };
+                let config = Config {
+                    lease_duration_ticks: 0,
+                    ..Config::new(id)
+                };
                 RawNode::new(config, MemStorage::new_with_conf_state(conf.clone()))
                     .expect("valid config")
             })
@@ -70,7 +73,9 @@ fn propose_commit(c: &mut Criterion) {
     group.bench_function("propose_commit_1KiB", |b| {
         let mut cluster = Cluster::new();
         b.iter(|| {
-            cluster.nodes[0].propose(black_box(payload.clone())).expect("leader");
+            cluster.nodes[0]
+                .propose(black_box(payload.clone()))
+                .expect("leader");
             cluster.stabilize();
         });
     });
@@ -82,7 +87,9 @@ fn propose_commit(c: &mut Criterion) {
                 Cluster::new,
                 |mut cluster| {
                     let entries = vec![payload.clone(); batch];
-                    cluster.nodes[0].propose_batch(black_box(entries)).expect("leader");
+                    cluster.nodes[0]
+                        .propose_batch(black_box(entries))
+                        .expect("leader");
                     cluster.stabilize();
                     cluster
                 },
