@@ -326,6 +326,14 @@ impl Cluster {
             .collect()
     }
 
+    fn crashed_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, slot)| matches!(slot, Slot::Crashed(_)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     fn leader(&self) -> Option<NodeId> {
         self.nodes.iter().find_map(|(id, slot)| match slot {
             Slot::Running(node) if node.is_leader() => Some(*id),
@@ -735,12 +743,7 @@ impl Cluster {
                 }
             }
             55..68 => {
-                let crashed: Vec<NodeId> = self
-                    .nodes
-                    .iter()
-                    .filter(|(_, slot)| matches!(slot, Slot::Crashed(_)))
-                    .map(|(id, _)| *id)
-                    .collect();
+                let crashed = self.crashed_ids();
                 if let Some(id) = self.rng.pick(&crashed) {
                     self.restart(id);
                 }
@@ -911,12 +914,7 @@ impl Cluster {
         self.slow_disk_units.clear();
         self.network.heal();
         self.network.options = NetworkOptions::calm();
-        let crashed: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, slot)| matches!(slot, Slot::Crashed(_)))
-            .map(|(id, _)| *id)
-            .collect();
+        let crashed = self.crashed_ids();
         for id in crashed {
             self.restart(id);
         }
