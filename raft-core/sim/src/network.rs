@@ -97,9 +97,4 @@ impl Network {
     pub fn heal(&mut self) {
         self.cut.clear();
     }
-
-    /// Whether any link is cut.
-    pub fn is_partitioned(&self) -> bool {
-        !self.cut.is_empty()
-    }
 }

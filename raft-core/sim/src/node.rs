@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use raft_core::{
-    ConfState, Config, Entry, EntryPayload, Error, LogIndex, MemStorage, Message, NodeId, RawNode,
-    Role, Storage, Term,
+    ConfState, Config, Entry, EntryPayload, Error, LogIndex, MemStorage, Message, RawNode, Role,
+    Storage, Term,
 };
 
 use crate::kv::{Command, Kv, WriteResult};
@@ -162,11 +162,6 @@ impl SimNode {
     /// Whether this node leads.
     pub fn is_leader(&self) -> bool {
         self.raw.role() == Role::Leader
-    }
-
-    /// The node's id.
-    pub fn id(&self) -> NodeId {
-        self.raw.status().id
     }
 
     /// Handles one `Ready`: persist, then send, then apply, then advance.

@@ -63,13 +63,6 @@ impl StateMachineSafety {
             .unwrap_or_default()
     }
 
-    /// The committed entry at `index`, if some node applied it.
-    pub fn committed(&self, index: LogIndex) -> Option<(Term, &EntryPayload)> {
-        self.committed
-            .get(&index)
-            .map(|(term, payload, _)| (*term, payload))
-    }
-
     /// Every known committed `(index, term)`, in order.
     pub fn committed_terms(&self) -> impl Iterator<Item = (LogIndex, Term)> + '_ {
         self.committed
