@@ -327,6 +327,10 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    pub(crate) fn advance_clock(&mut self, ticks: u64) {
+        self.now += ticks;
+    }
+
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
         if self.election_elapsed >= self.randomized_election_timeout && self.promotable() {

@@ -139,6 +139,15 @@ impl<S: Storage> RawNode<S> {
         self.raft.tick();
     }
 
+    /// Tells the core that `ticks` ticks of wall time passed while the application did not tick
+    /// it (it had quiesced an idle group). Only the lease clock moves: no timer fires and nothing
+    /// is sent, but a leader's lease is again measured against the real time since its last
+    /// acknowledged heartbeat round, so a group that wakes up never reads from a lease that ran
+    /// out while it slept.
+    pub fn advance_clock(&mut self, ticks: u64) {
+        self.raft.advance_clock(ticks);
+    }
+
     /// Hands a message from another replica to this one.
     pub fn step(&mut self, message: Message) -> Result<(), Error> {
         self.raft.step(message)

@@ -86,6 +86,7 @@ golden_scripts!(
     not_leader_fails_fast,
     read_index,
     lease_read,
+    lease_after_quiescence,
     dropped_reads,
     learners,
     joint_consensus_add_voter,

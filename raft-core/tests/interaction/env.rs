@@ -103,6 +103,7 @@ impl goldenscript::Runner for InteractionEnv {
             "read-index" => self.read_index(command),
             "transfer-leader" => self.transfer_leader(command),
             "tick" => self.tick(command),
+            "advance-clock" => self.advance_clock(command),
             "tick-heartbeat" => self.tick_heartbeat(command),
             "tick-election" => self.tick_election(command),
             "process-ready" => self.process_ready_command(command),

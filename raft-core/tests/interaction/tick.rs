@@ -19,6 +19,20 @@ impl InteractionEnv {
         Ok(String::new())
     }
 
+    /// `advance-clock ID N`: N ticks of wall time pass without ticking the node (quiesced).
+    pub(crate) fn advance_clock(&mut self, command: &Command) -> Outcome {
+        let mut args = command.consume_args();
+        let id = parse::next_id(&mut args)?;
+        let ticks: u64 = args
+            .next_pos()
+            .map(str::parse)
+            .transpose()?
+            .ok_or("advance-clock needs N")?;
+        args.reject_next()?;
+        self.raw(id)?.advance_clock(ticks);
+        Ok(String::new())
+    }
+
     pub(crate) fn tick_heartbeat(&mut self, command: &Command) -> Outcome {
         for id in parse::positional_ids(command)? {
             let ticks = self.node(id)?.config.heartbeat_interval_ticks;
