@@ -86,7 +86,7 @@ pub enum EntryPayload {
     /// The empty entry a new leader appends to commit entries of earlier terms (§5.4.2, §8).
     Empty,
     /// Application data, opaque to the core.
-    Normal(Vec<u8>),
+    Normal(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A membership change, applied by the application through
     /// [`crate::RawNode::apply_conf_change`] once committed.
     ConfChange(ConfChange),
@@ -218,6 +218,7 @@ pub struct Snapshot {
     /// Where the snapshot sits in the log.
     pub metadata: SnapshotMetadata,
     /// The application state, opaque to the core.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

@@ -1,0 +1,951 @@
+//! The host loop: one thread that drives every replica on this node.
+//!
+//! Each iteration:
+//! 1. waits for events (Raft messages, client writes and reads, snapshots) or the next tick;
+//! 2. catches the replicas' clocks up with wall time (ticks first, so that a node that was
+//!    paused notices its lease ran out before it serves anything);
+//! 3. hands the events to the replicas;
+//! 4. **persists** the `Ready` of every replica in one RocksDB write batch with one fsync
+//!    (group commit);
+//! 5. **sends** their messages, batched per destination host;
+//! 6. **applies** committed entries (each entry's data and the applied state in one batch),
+//!    answers the writes and reads that were waiting, and advances.
+//!
+//! Storage write failures stop the process: after one, the in-memory view no longer matches
+//! the disk and continuing could acknowledge a write that is not durable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use cairn_wire::api::{
+    ApiError, LeaderHint, Namespace, ReplicaStatus, ShardId, WriteOp, WriteResult,
+};
+use cairn_wire::peer::{PeerFrame, QuiescedShard, ShardMessage, SnapshotHeader};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use raft_core::{
+    Config, EntryPayload, Error as RaftError, LogIndex, Message, MessageBody, NodeId, RawNode,
+    Ready, Role, Snapshot, Storage, Term,
+};
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{NodeConfig, RaftTiming};
+use crate::kv;
+use crate::metrics as m;
+use crate::storage::{AppliedState, Engine, GroupStorage};
+use crate::transport::Outbox;
+
+/// What a client write carries through the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The namespace.
+    pub namespace: Namespace,
+    /// The operation.
+    pub op: WriteOp,
+}
+
+/// The answer to a write: the index it was applied at and its result.
+pub type WriteOutcome = Result<(LogIndex, WriteResult), ApiError>;
+
+/// Everything the host loop reacts to.
+pub enum Event {
+    /// A frame from a peer host.
+    Peer {
+        /// The sending node.
+        from: NodeId,
+        /// The frame.
+        frame: PeerFrame,
+    },
+    /// A client write.
+    Write {
+        /// The shard.
+        shard: ShardId,
+        /// What to write.
+        command: Command,
+        /// Where to answer.
+        reply: oneshot::Sender<WriteOutcome>,
+    },
+    /// A linearizable read needs the index to wait for.
+    ReadIndex {
+        /// The shard.
+        shard: ShardId,
+        /// Where to answer: the index the read must see applied.
+        reply: oneshot::Sender<Result<LogIndex, ApiError>>,
+    },
+    /// Every replica's status.
+    Status {
+        /// Where to answer.
+        reply: oneshot::Sender<Vec<ReplicaStatus>>,
+    },
+    /// Who leads a shard.
+    WhoLeader {
+        /// The shard.
+        shard: ShardId,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<Option<LeaderHint>, ApiError>>,
+    },
+    /// Compact a shard's log up to its applied index now.
+    Compact {
+        /// The shard.
+        shard: ShardId,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<LogIndex, ApiError>>,
+    },
+    /// A snapshot was received completely into a staged generation.
+    SnapshotStaged {
+        /// What it is.
+        header: SnapshotHeader,
+        /// Where its data is.
+        generation: u64,
+    },
+    /// A snapshot transfer to a peer ended (successfully or not).
+    SnapshotSent {
+        /// The shard.
+        shard: ShardId,
+        /// The peer.
+        to: NodeId,
+    },
+    /// Stop the loop.
+    Shutdown,
+}
+
+/// The most events handled in one iteration, so that persisting and answering never wait long.
+const EVENTS_PER_ITERATION_MAX: usize = 4096;
+
+struct PendingWrite {
+    term: Term,
+    reply: oneshot::Sender<WriteOutcome>,
+    deadline: Instant,
+}
+
+struct PendingRead {
+    reply: oneshot::Sender<Result<LogIndex, ApiError>>,
+    deadline: Instant,
+}
+
+struct Replica {
+    raw: RawNode<GroupStorage>,
+    /// Writes waiting for their entry to be applied, by log index.
+    writes: BTreeMap<LogIndex, PendingWrite>,
+    /// Reads waiting for their read index, by context.
+    reads: BTreeMap<u64, PendingRead>,
+    /// Reads the leader could not start yet (no entry committed in its term).
+    deferred_reads: Vec<PendingRead>,
+    next_read_context: u64,
+    applied_tx: watch::Sender<LogIndex>,
+    /// A staged snapshot that was stepped into the core and may be installed by this Ready.
+    staged: Option<u64>,
+    /// Peers a snapshot is being streamed to.
+    snapshots_in_flight: BTreeSet<NodeId>,
+    last_leader: NodeId,
+    /// The group is idle and not ticked (see [`Host::maybe_quiesce`]); since when.
+    quiesced_since: Option<Instant>,
+    /// Ticks since the last client activity on the group.
+    idle_ticks: u32,
+}
+
+/// The host loop's state.
+pub struct Host {
+    id: NodeId,
+    engine: Engine,
+    replicas: BTreeMap<ShardId, Replica>,
+    events: Receiver<Event>,
+    outbox: Outbox,
+    /// Where each node's clients connect.
+    addrs: BTreeMap<NodeId, String>,
+    /// When each peer host was last heard from.
+    last_heard: BTreeMap<NodeId, Instant>,
+    timing: RaftTiming,
+    tick: Duration,
+    last_tick: Instant,
+    ticks_total: u64,
+}
+
+/// Receivers of each replica's applied index, for readers waiting to catch up.
+pub type AppliedWatches = BTreeMap<ShardId, watch::Receiver<LogIndex>>;
+
+impl Host {
+    /// Opens every configured replica (bootstrapping new ones).
+    pub fn new(
+        config: &NodeConfig,
+        engine: Engine,
+        events: Receiver<Event>,
+        outbox: Outbox,
+    ) -> Result<(Self, AppliedWatches), crate::NodeError> {
+        let id = config.id();
+        let mut replicas = BTreeMap::new();
+        let mut watches = BTreeMap::new();
+        for shard in &config.shards {
+            let shard_id = ShardId(shard.id);
+            let storage = engine.open_group(shard_id, &shard.replicas)?;
+            let applied = storage.applied().index;
+            let mut raft_config = Config::new(id.0);
+            raft_config.election_timeout_ticks = config.raft.election_timeout_ticks;
+            raft_config.heartbeat_interval_ticks = config.raft.heartbeat_interval_ticks;
+            raft_config.lease_duration_ticks = config.raft.lease_ticks;
+            raft_config.applied = applied;
+            // Different seeds per process start: randomized election timeouts must differ.
+            raft_config.seed = rand::random();
+            let raw = RawNode::new(raft_config, storage).map_err(|e| {
+                crate::NodeError::Start(format!(
+                    "shard {shard_id}: raft core refused to start: {e}"
+                ))
+            })?;
+            let (applied_tx, applied_rx) = watch::channel(applied);
+            watches.insert(shard_id, applied_rx);
+            info!(shard = shard_id.0, applied = applied.0, "replica opened");
+            replicas.insert(
+                shard_id,
+                Replica {
+                    raw,
+                    writes: BTreeMap::new(),
+                    reads: BTreeMap::new(),
+                    deferred_reads: Vec::new(),
+                    next_read_context: 1,
+                    applied_tx,
+                    staged: None,
+                    snapshots_in_flight: BTreeSet::new(),
+                    last_leader: NodeId::NONE,
+                    quiesced_since: None,
+                    idle_ticks: 0,
+                },
+            );
+        }
+        let addrs = config
+            .peers
+            .iter()
+            .map(|p| (NodeId(p.id), p.addr.to_string()))
+            .collect();
+        let tick = Duration::from_millis(config.raft.tick_ms);
+        Ok((
+            Self {
+                id,
+                engine,
+                replicas,
+                events,
+                outbox,
+                addrs,
+                last_heard: BTreeMap::new(),
+                timing: config.raft.clone(),
+                tick,
+                last_tick: Instant::now(),
+                ticks_total: 0,
+            },
+            watches,
+        ))
+    }
+
+    /// Runs until a [`Event::Shutdown`] arrives or every sender is gone. Returns an error only
+    /// for a storage failure.
+    pub fn run(mut self) -> Result<(), crate::NodeError> {
+        let mut events = Vec::with_capacity(EVENTS_PER_ITERATION_MAX);
+        loop {
+            let next_tick = self.last_tick + self.tick;
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(wait) {
+                Ok(event) => events.push(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            while events.len() < EVENTS_PER_ITERATION_MAX {
+                match self.events.try_recv() {
+                    Ok(event) => events.push(event),
+                    Err(_) => break,
+                }
+            }
+            self.catch_up_ticks();
+            for event in events.drain(..) {
+                if matches!(event, Event::Shutdown) {
+                    info!("host loop stopping");
+                    return Ok(());
+                }
+                self.handle(event);
+            }
+            self.expire_pending();
+            self.process_ready()?;
+        }
+    }
+
+    /// Ticks every replica once per tick interval that passed since the last tick (bounded:
+    /// after a long pause a couple of election timeouts are enough to expire every lease and
+    /// timer).
+    fn catch_up_ticks(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.last_tick);
+        let due = (elapsed.as_nanos() / self.tick.as_nanos().max(1)) as u64;
+        if due == 0 {
+            return;
+        }
+        let cap = 2 * u64::from(self.timing.election_timeout_ticks) + 1;
+        if due > cap {
+            warn!(
+                ticks = due,
+                "the host loop fell behind wall time (paused or overloaded); catching up"
+            );
+            self.last_tick = now;
+        } else {
+            self.last_tick += self.tick * due as u32;
+        }
+        for _ in 0..due.min(cap) {
+            let mut ticked = 0u64;
+            for replica in self.replicas.values_mut() {
+                if replica.quiesced_since.is_none() {
+                    replica.raw.tick();
+                    replica.idle_ticks = replica.idle_ticks.saturating_add(1);
+                    ticked += 1;
+                }
+            }
+            m::group_ticks(ticked);
+            self.ticks_total += 1;
+            if self
+                .ticks_total
+                .is_multiple_of(u64::from(self.timing.heartbeat_interval_ticks))
+            {
+                // One liveness beat per peer host, whatever the number of groups.
+                for peer in self.addrs.keys().copied().filter(|p| *p != self.id) {
+                    self.outbox.send(peer, PeerFrame::Alive);
+                }
+            }
+        }
+        self.maybe_quiesce();
+        self.wake_orphaned_followers();
+    }
+
+    /// Puts idle groups this node leads to sleep: every replica holds the whole log, everything
+    /// is committed and applied, nothing waits, and no client touched the group for
+    /// `quiesce_after_ticks`. The followers are told (one frame per host) and stop ticking too.
+    /// A quiesced group costs no CPU per tick; any message, write or read wakes it.
+    fn maybe_quiesce(&mut self) {
+        let mut notices: BTreeMap<NodeId, Vec<QuiescedShard>> = BTreeMap::new();
+        for (shard, replica) in &mut self.replicas {
+            if replica.quiesced_since.is_some()
+                || replica.idle_ticks < self.timing.quiesce_after_ticks
+                || replica.raw.role() != Role::Leader
+                || !replica.writes.is_empty()
+                || !replica.reads.is_empty()
+                || !replica.deferred_reads.is_empty()
+                || !replica.snapshots_in_flight.is_empty()
+                || replica.raw.has_ready()
+            {
+                continue;
+            }
+            let status = replica.raw.status();
+            let last = status.last_index;
+            let settled = status.hard_state.commit == last
+                && replica.raw.storage().applied().index == last
+                && status
+                    .progress
+                    .values()
+                    .all(|(matched, _, _)| *matched == last)
+                && status.progress.len() == status.conf_state.all_nodes().len();
+            if !settled {
+                continue;
+            }
+            replica.quiesced_since = Some(Instant::now());
+            debug!(shard = shard.0, "quiescing");
+            let notice = QuiescedShard {
+                shard: *shard,
+                term: status.hard_state.term,
+                commit: last,
+            };
+            for peer in status.conf_state.all_nodes() {
+                if peer != self.id {
+                    notices.entry(peer).or_default().push(notice);
+                }
+            }
+        }
+        for (peer, shards) in notices {
+            self.outbox.send(peer, PeerFrame::Quiesce(shards));
+        }
+        let quiesced = self
+            .replicas
+            .values()
+            .filter(|r| r.quiesced_since.is_some())
+            .count();
+        m::quiesced_groups(quiesced);
+    }
+
+    /// A follower sleeps only while its leader's host keeps beating; once the leader host has
+    /// been silent for an election timeout, the follower wakes and will campaign as usual.
+    fn wake_orphaned_followers(&mut self) {
+        let window = self.tick * self.timing.election_timeout_ticks;
+        let now = Instant::now();
+        let orphaned: Vec<ShardId> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.quiesced_since.is_some() && r.raw.role() != Role::Leader)
+            .filter(|(_, r)| {
+                let leader = r.raw.leader();
+                leader == NodeId::NONE
+                    || self
+                        .last_heard
+                        .get(&leader)
+                        .is_none_or(|t| now.saturating_duration_since(*t) >= window)
+            })
+            .map(|(shard, _)| *shard)
+            .collect();
+        for shard in orphaned {
+            info!(
+                shard = shard.0,
+                "leader host silent: waking the quiesced group"
+            );
+            self.wake(shard);
+        }
+    }
+
+    /// Resumes ticking a quiesced group, after telling its core how much time passed.
+    fn wake(&mut self, shard: ShardId) {
+        let Some(replica) = self.replicas.get_mut(&shard) else {
+            return;
+        };
+        replica.idle_ticks = 0;
+        if let Some(since) = replica.quiesced_since.take() {
+            let slept = since.elapsed().as_nanos() / self.tick.as_nanos().max(1);
+            replica.raw.advance_clock(slept as u64);
+            debug!(shard = shard.0, ticks = slept as u64, "waking");
+        }
+    }
+
+    fn quiesce_follower(&mut self, from: NodeId, notice: QuiescedShard) {
+        let Some(replica) = self.replicas.get_mut(&notice.shard) else {
+            return;
+        };
+        let status = replica.raw.status();
+        if replica.quiesced_since.is_none()
+            && status.soft_state.leader == from
+            && status.hard_state.term == notice.term
+            && status.hard_state.commit == notice.commit
+            && status.last_index == notice.commit
+            && !replica.raw.has_ready()
+        {
+            replica.quiesced_since = Some(Instant::now());
+            debug!(shard = notice.shard.0, "quiesced by the leader");
+        }
+    }
+
+    fn leader_hint(&self, leader: NodeId) -> Option<LeaderHint> {
+        if leader == NodeId::NONE {
+            return None;
+        }
+        Some(LeaderHint {
+            node: leader,
+            addr: self.addrs.get(&leader).cloned().unwrap_or_default(),
+        })
+    }
+
+    fn not_leader(&self, shard: ShardId) -> ApiError {
+        let leader = self
+            .replicas
+            .get(&shard)
+            .map_or(NodeId::NONE, |r| r.raw.leader());
+        if leader == NodeId::NONE {
+            // An election is under way or no majority is reachable: nothing was proposed.
+            ApiError::NoQuorum { proposed: false }
+        } else {
+            ApiError::NotLeader {
+                leader: self.leader_hint(leader),
+            }
+        }
+    }
+
+    /// Whether a majority of the shard's voters (this node included) was heard from within an
+    /// election timeout. A leader without one fails writes and reads at once instead of letting
+    /// them wait for a commit that cannot happen.
+    fn quorum_reachable(&self, shard: ShardId) -> bool {
+        let Some(replica) = self.replicas.get(&shard) else {
+            return false;
+        };
+        let window = self.tick * self.timing.election_timeout_ticks;
+        let now = Instant::now();
+        let conf = replica.raw.status().conf_state;
+        let alive = |id: &NodeId| {
+            *id == self.id
+                || self
+                    .last_heard
+                    .get(id)
+                    .is_some_and(|t| now.saturating_duration_since(*t) < window)
+        };
+        let majority = |set: &BTreeSet<NodeId>| {
+            set.is_empty() || set.iter().filter(|id| alive(id)).count() * 2 > set.len()
+        };
+        majority(&conf.voters) && majority(&conf.voters_outgoing)
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Peer { from, frame } => {
+                self.last_heard.insert(from, Instant::now());
+                match frame {
+                    PeerFrame::Raft(messages) => {
+                        for ShardMessage { shard, message } in messages {
+                            self.wake(shard);
+                            self.step(from, shard, message);
+                        }
+                    }
+                    PeerFrame::Alive => {}
+                    PeerFrame::Quiesce(notices) => {
+                        for notice in notices {
+                            self.quiesce_follower(from, notice);
+                        }
+                    }
+                }
+            }
+            Event::Write {
+                shard,
+                command,
+                reply,
+            } => {
+                self.wake(shard);
+                let outcome = self.propose(shard, command);
+                match outcome {
+                    Ok((index, term)) => {
+                        let deadline =
+                            Instant::now() + Duration::from_millis(self.timing.commit_timeout_ms);
+                        let replica = self.replicas.get_mut(&shard).expect("proposed above");
+                        replica.writes.insert(
+                            index,
+                            PendingWrite {
+                                term,
+                                reply,
+                                deadline,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Event::ReadIndex { shard, reply } => {
+                self.wake(shard);
+                let deadline =
+                    Instant::now() + Duration::from_millis(self.timing.commit_timeout_ms);
+                self.start_read(shard, PendingRead { reply, deadline });
+            }
+            Event::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Event::WhoLeader { shard, reply } => {
+                let answer = match self.replicas.get(&shard) {
+                    None => Err(ApiError::UnknownShard(shard)),
+                    Some(r) => Ok(self.leader_hint(r.raw.leader())),
+                };
+                let _ = reply.send(answer);
+            }
+            Event::Compact { shard, reply } => {
+                let _ = reply.send(self.compact(shard, 0));
+            }
+            Event::SnapshotStaged { header, generation } => {
+                self.snapshot_staged(header, generation);
+            }
+            Event::SnapshotSent { shard, to } => {
+                if let Some(replica) = self.replicas.get_mut(&shard) {
+                    replica.snapshots_in_flight.remove(&to);
+                }
+            }
+            Event::Shutdown => {}
+        }
+    }
+
+    fn step(&mut self, from: NodeId, shard: ShardId, message: Message) {
+        let Some(replica) = self.replicas.get_mut(&shard) else {
+            debug!(
+                shard = shard.0,
+                from = from.0,
+                "message for a shard this node does not host"
+            );
+            return;
+        };
+        if message.from != from || message.to != self.id {
+            warn!(shard = shard.0, from = from.0, %message, "message with a forged sender or wrong recipient dropped");
+            m::peer_message_dropped("misaddressed");
+            return;
+        }
+        if matches!(message.body, MessageBody::Snapshot { .. }) {
+            // Snapshots only arrive on their own stream, as staged data.
+            m::peer_message_dropped("inline_snapshot");
+            return;
+        }
+        if let Err(e) = replica.raw.step(message) {
+            debug!(shard = shard.0, "step refused: {e}");
+        }
+    }
+
+    fn propose(&mut self, shard: ShardId, command: Command) -> Result<(LogIndex, Term), ApiError> {
+        let Some(replica) = self.replicas.get(&shard) else {
+            return Err(ApiError::UnknownShard(shard));
+        };
+        if replica.raw.role() != Role::Leader {
+            return Err(self.not_leader(shard));
+        }
+        if !self.quorum_reachable(shard) {
+            return Err(ApiError::NoQuorum { proposed: false });
+        }
+        let data = postcard::to_allocvec(&command)
+            .map_err(|e| ApiError::Internal(format!("encoding the command: {e}")))?;
+        let replica = self.replicas.get_mut(&shard).expect("checked above");
+        match replica.raw.propose(data) {
+            Ok(position) => Ok((position.last_index, position.term)),
+            Err(RaftError::NotLeader { .. }) => Err(self.not_leader(shard)),
+            Err(RaftError::UncommittedLimit { .. }) => Err(ApiError::Busy(
+                "too many uncommitted writes; retry shortly".into(),
+            )),
+            // Leadership is moving: the client retries at the new leader.
+            Err(RaftError::TransferInProgress { target }) => Err(ApiError::NotLeader {
+                leader: self.leader_hint(target),
+            }),
+            Err(e) => Err(ApiError::Internal(e.to_string())),
+        }
+    }
+
+    fn start_read(&mut self, shard: ShardId, read: PendingRead) {
+        let Some(replica) = self.replicas.get(&shard) else {
+            let _ = read.reply.send(Err(ApiError::UnknownShard(shard)));
+            return;
+        };
+        if replica.raw.role() != Role::Leader {
+            let e = self.not_leader(shard);
+            let _ = read.reply.send(Err(e));
+            return;
+        }
+        if !self.quorum_reachable(shard) {
+            let _ = read.reply.send(Err(ApiError::NoQuorum { proposed: false }));
+            return;
+        }
+        let replica = self.replicas.get_mut(&shard).expect("checked above");
+        let context = replica.next_read_context;
+        match replica.raw.read_index(context) {
+            Ok(()) => {
+                replica.next_read_context += 1;
+                replica.reads.insert(context, read);
+            }
+            Err(RaftError::ReadNotReady) => replica.deferred_reads.push(read),
+            Err(RaftError::PendingReadLimit { .. }) => {
+                let _ = read.reply.send(Err(ApiError::Busy(
+                    "too many reads waiting for confirmation".into(),
+                )));
+            }
+            Err(_) => {
+                let e = self.not_leader(shard);
+                let _ = read.reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Fails writes and reads that waited longer than the commit timeout: the shard could not
+    /// reach a majority in time.
+    fn expire_pending(&mut self) {
+        let now = Instant::now();
+        let mut retry = Vec::new();
+        for (shard, replica) in &mut self.replicas {
+            let expired: Vec<LogIndex> = replica
+                .writes
+                .iter()
+                .filter(|(_, w)| w.deadline <= now)
+                .map(|(i, _)| *i)
+                .collect();
+            for index in expired {
+                let w = replica.writes.remove(&index).expect("listed above");
+                let _ = w.reply.send(Err(ApiError::NoQuorum { proposed: true }));
+            }
+            let expired: Vec<u64> = replica
+                .reads
+                .iter()
+                .filter(|(_, r)| r.deadline <= now)
+                .map(|(c, _)| *c)
+                .collect();
+            for context in expired {
+                let r = replica.reads.remove(&context).expect("listed above");
+                let _ = r.reply.send(Err(ApiError::NoQuorum { proposed: false }));
+            }
+            for read in replica.deferred_reads.drain(..) {
+                if read.deadline <= now {
+                    let _ = read.reply.send(Err(ApiError::NoQuorum { proposed: false }));
+                } else {
+                    retry.push((*shard, read));
+                }
+            }
+        }
+        for (shard, read) in retry {
+            self.start_read(shard, read);
+        }
+    }
+
+    fn snapshot_staged(&mut self, header: SnapshotHeader, generation: u64) {
+        self.wake(header.shard);
+        let Some(replica) = self.replicas.get_mut(&header.shard) else {
+            let _ = self.engine.discard_generation(header.shard, generation);
+            return;
+        };
+        if let Some(old) = replica.staged.take() {
+            let _ = self.engine.discard_generation(header.shard, old);
+        }
+        let message = Message {
+            from: header.from,
+            to: header.to,
+            term: header.term,
+            body: MessageBody::Snapshot {
+                snapshot: Snapshot {
+                    metadata: header.metadata.clone(),
+                    data: generation.to_be_bytes().to_vec(),
+                },
+            },
+        };
+        self.last_heard.insert(header.from, Instant::now());
+        match replica.raw.step(message) {
+            Ok(()) => replica.staged = Some(generation),
+            Err(e) => {
+                debug!(shard = header.shard.0, "snapshot refused: {e}");
+                let _ = self.engine.discard_generation(header.shard, generation);
+            }
+        }
+    }
+
+    fn compact(&mut self, shard: ShardId, retain: u64) -> Result<LogIndex, ApiError> {
+        let Some(replica) = self.replicas.get_mut(&shard) else {
+            return Err(ApiError::UnknownShard(shard));
+        };
+        let storage = replica.raw.storage_mut();
+        let to = LogIndex(storage.applied().index.0.saturating_sub(retain));
+        let mut batch = WriteBatch::default();
+        let compacted = storage
+            .compact(&mut batch, to)
+            .map_err(|e| ApiError::Internal(format!("compacting the log: {e}")))?;
+        self.engine
+            .write(batch, false)
+            .map_err(|e| ApiError::Internal(format!("compacting the log: {e}")))?;
+        info!(shard = shard.0, compacted_to = compacted.0, "log compacted");
+        Ok(compacted)
+    }
+
+    fn status(&self) -> Vec<ReplicaStatus> {
+        self.replicas
+            .iter()
+            .map(|(shard, replica)| {
+                let status = replica.raw.status();
+                let storage = replica.raw.storage();
+                ReplicaStatus {
+                    shard: *shard,
+                    node: self.id,
+                    role: status.soft_state.role,
+                    term: status.hard_state.term,
+                    leader: self.leader_hint(status.soft_state.leader),
+                    voters: status.conf_state.voters.iter().copied().collect(),
+                    learners: status.conf_state.learners.iter().copied().collect(),
+                    commit: status.hard_state.commit,
+                    applied: storage.applied().index,
+                    first_index: storage.first_index().unwrap_or_default(),
+                    last_index: status.last_index,
+                    quiesced: replica.quiesced_since.is_some(),
+                }
+            })
+            .collect()
+    }
+
+    /// Persist, send, apply, advance — for every replica with work, with one synced write.
+    fn process_ready(&mut self) -> Result<(), crate::NodeError> {
+        let mut readies: Vec<(ShardId, Ready)> = Vec::new();
+        for (shard, replica) in &mut self.replicas {
+            if replica.raw.has_ready() {
+                readies.push((*shard, replica.raw.ready()));
+            }
+        }
+        if readies.is_empty() {
+            return Ok(());
+        }
+
+        // 1. Persist: snapshots, entries and hard states of every group, one batch, one fsync.
+        let mut batch = WriteBatch::default();
+        let mut must_sync = false;
+        let mut entries = 0usize;
+        for (shard, ready) in &readies {
+            let replica = self.replicas.get_mut(shard).expect("collected above");
+            if let Some(snapshot) = &ready.snapshot {
+                let generation = decode_generation(&snapshot.data);
+                replica.raw.storage_mut().install_snapshot(
+                    &mut batch,
+                    &snapshot.metadata,
+                    generation,
+                );
+                if replica.staged == Some(generation) {
+                    replica.staged = None;
+                }
+                info!(
+                    shard = shard.0,
+                    index = snapshot.metadata.index.0,
+                    "installing snapshot"
+                );
+            }
+            replica.raw.storage_mut().append(&mut batch, &ready.entries);
+            entries += ready.entries.len();
+            if let Some(hs) = ready.hard_state {
+                replica.raw.storage_mut().set_hard_state(&mut batch, hs);
+            }
+            must_sync |= ready.must_sync;
+        }
+        if !batch.is_empty() {
+            let bytes = batch.size_in_bytes();
+            let started = Instant::now();
+            self.engine.write(batch, must_sync)?;
+            m::storage_write(started.elapsed(), must_sync, entries, bytes);
+        }
+        // Staged snapshots the core did not take are dropped.
+        for (shard, replica) in &mut self.replicas {
+            if let Some(generation) = replica.staged.take() {
+                let _ = self.engine.discard_generation(*shard, generation);
+            }
+        }
+
+        // 2. Send, batched per destination host.
+        let mut outgoing: BTreeMap<NodeId, Vec<ShardMessage>> = BTreeMap::new();
+        for (shard, ready) in &mut readies {
+            for message in std::mem::take(&mut ready.messages) {
+                if let MessageBody::Snapshot { .. } = &message.body {
+                    let replica = self.replicas.get_mut(shard).expect("collected above");
+                    if replica.snapshots_in_flight.insert(message.to) {
+                        info!(shard = shard.0, to = message.to.0, "streaming a snapshot");
+                        self.outbox.send_snapshot(*shard, message.to, message.term);
+                    }
+                    continue;
+                }
+                outgoing.entry(message.to).or_default().push(ShardMessage {
+                    shard: *shard,
+                    message,
+                });
+            }
+        }
+        for (to, messages) in outgoing {
+            self.outbox.send(to, PeerFrame::Raft(messages));
+        }
+
+        // 3. Apply, answer, advance.
+        for (shard, ready) in readies {
+            self.apply(shard, ready)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, shard: ShardId, ready: Ready) -> Result<(), crate::NodeError> {
+        let engine = self.engine.clone();
+        let replica = self.replicas.get_mut(&shard).expect("caller holds a ready");
+        if let Some(soft) = &ready.soft_state {
+            if soft.leader != replica.last_leader {
+                info!(shard = shard.0, leader = soft.leader.0, role = %soft.role, "leader changed");
+                m::leader_changed(shard);
+                replica.last_leader = soft.leader;
+            }
+            if soft.role == Role::Candidate {
+                m::election_started(shard);
+            }
+        }
+        if let Some(snapshot) = &ready.snapshot {
+            // Writes whose entries the snapshot covers have an unknown fate on this node.
+            let covered: Vec<LogIndex> = replica
+                .writes
+                .range(..=snapshot.metadata.index)
+                .map(|(i, _)| *i)
+                .collect();
+            for index in covered {
+                let w = replica.writes.remove(&index).expect("listed above");
+                let _ = w.reply.send(Err(ApiError::NoQuorum { proposed: true }));
+            }
+            replica.applied_tx.send_replace(snapshot.metadata.index);
+        }
+        for entry in &ready.committed_entries {
+            let mut batch = WriteBatch::default();
+            let storage = replica.raw.storage();
+            let mut applied = AppliedState {
+                index: entry.index,
+                term: entry.term,
+                ..storage.applied().clone()
+            };
+            let space = storage.key_space();
+            let result = match &entry.payload {
+                EntryPayload::Empty => Ok(WriteResult::Done),
+                EntryPayload::Normal(data) => match postcard::from_bytes::<Command>(data) {
+                    Ok(command) => match kv::apply_write(
+                        engine.db(),
+                        &space,
+                        &command.namespace,
+                        &command.op,
+                        &mut batch,
+                    ) {
+                        // Reading the state failed: applying anything now would make this
+                        // replica differ from the others. Stop instead.
+                        Err(ApiError::Internal(reason)) => {
+                            return Err(crate::NodeError::Start(format!(
+                                "shard {shard}: applying entry {}: {reason}",
+                                entry.index.0
+                            )));
+                        }
+                        other => other,
+                    },
+                    Err(e) => {
+                        // Every replica decodes the same bytes the same way: all skip it.
+                        error!(
+                            shard = shard.0,
+                            index = entry.index.0,
+                            "undecodable command skipped: {e}"
+                        );
+                        Err(ApiError::InvalidArgument(format!(
+                            "undecodable command: {e}"
+                        )))
+                    }
+                },
+                EntryPayload::ConfChange(change) => {
+                    match replica.raw.apply_conf_change(change) {
+                        Ok(conf) => applied.conf_state = conf,
+                        Err(e) => warn!(shard = shard.0, "configuration change refused: {e}"),
+                    }
+                    Ok(WriteResult::Done)
+                }
+            };
+            replica.raw.storage_mut().set_applied(&mut batch, applied);
+            engine.write(batch, false)?;
+            if let Some(pending) = replica.writes.remove(&entry.index) {
+                let outcome = if pending.term == entry.term {
+                    result.map(|r| (entry.index, r))
+                } else {
+                    // Another leader's entry took the slot: this write was never applied.
+                    Err(ApiError::NotLeader { leader: None })
+                };
+                let _ = pending.reply.send(outcome);
+            }
+        }
+        let applied = replica.raw.storage().applied().index;
+        if !ready.committed_entries.is_empty() {
+            replica.applied_tx.send_replace(applied);
+        }
+        for read in &ready.read_states {
+            if let Some(pending) = replica.reads.remove(&read.context) {
+                let _ = pending.reply.send(Ok(read.index));
+            }
+        }
+        for context in &ready.dropped_reads {
+            if let Some(pending) = replica.reads.remove(context) {
+                let _ = pending
+                    .reply
+                    .send(Err(ApiError::NotLeader { leader: None }));
+            }
+        }
+        replica.raw.advance(ready);
+
+        let status = replica.raw.status();
+        m::replica_state(shard, &status, replica.raw.storage());
+        // Automatic compaction once the log is long; keep a tail for lagging followers.
+        let first = replica.raw.storage().truncated_index();
+        if applied.0.saturating_sub(first.0) > self.timing.log_compact_threshold_entries {
+            let _ = self.compact(shard, self.timing.log_retain_entries);
+        }
+        Ok(())
+    }
+}
+
+fn decode_generation(data: &[u8]) -> u64 {
+    let bytes: [u8; 8] = data
+        .try_into()
+        .expect("snapshots reach the core only through snapshot_staged, with an 8-byte generation");
+    u64::from_be_bytes(bytes)
+}

@@ -1,0 +1,142 @@
+//! cairn's multi-raft host: many shard replicas on one RocksDB, one QUIC endpoint and one
+//! group-commit loop.
+//!
+//! - [`config`]: the TOML configuration.
+//! - [`storage`]: the RocksDB layout (log, hard state, applied state, data generations).
+//! - [`keys`] and [`kv`]: the key-value state machine of a shard (Arakoon's operations).
+//! - [`host`]: the loop that drives every replica: group commit, send, apply.
+//! - [`transport`], [`snapshot`] and [`server`]: QUIC traffic to peers and clients.
+//! - [`metrics`]: what `/metrics` exports.
+//!
+//! [`run`] wires them together; the `cairn shard-node` command only parses the config and calls
+//! it.
+
+pub mod config;
+pub mod host;
+pub mod keys;
+pub mod kv;
+pub mod metrics;
+pub mod server;
+pub mod snapshot;
+pub mod storage;
+pub mod transport;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use cairn_wire::endpoint::{self, EndpointLimits};
+use cairn_wire::frame;
+use cairn_wire::tls::Identity;
+use tracing::{error, info};
+
+pub use config::NodeConfig;
+
+use crate::host::{Event, Host};
+use crate::server::Service;
+use crate::storage::Engine;
+
+/// How long a connection may be silent before it is considered dead.
+pub const PEER_IDLE_TIMEOUT_MS: u64 = 3_000;
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The TLS files are unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] cairn_wire::tls::TlsError),
+    /// The QUIC endpoint could not be set up.
+    #[error("endpoint: {0}")]
+    Endpoint(#[from] endpoint::EndpointError),
+    /// Storage failed; the node stops rather than risk acknowledging what is not durable.
+    #[error("storage: {0}")]
+    Storage(#[from] storage::EngineError),
+    /// Something else prevented the start.
+    #[error("{0}")]
+    Start(String),
+}
+
+/// Runs a node until `shutdown` resolves (or storage fails).
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    config.validate()?;
+    let id = config.id();
+    metrics::install(config.metrics_listen).map_err(NodeError::Start)?;
+    let identity = Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let frame_max = config.limits.frame_size_max_bytes;
+    let limits = EndpointLimits {
+        stream_receive_window_bytes: frame_max.saturating_add(64 * 1024),
+        // A peer that died is noticed within PEER_IDLE_TIMEOUT_MS (keep-alives flow twice a
+        // second otherwise), so the link to it is re-established as soon as it is back.
+        idle_timeout_ms: PEER_IDLE_TIMEOUT_MS,
+        keep_alive_interval_ms: PEER_IDLE_TIMEOUT_MS / 6,
+        ..EndpointLimits::default()
+    };
+    let quic = endpoint::server(config.listen, &identity, &limits)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| NodeError::Start(format!("creating {}: {e}", config.data_dir.display())))?;
+    let engine = Engine::open(&config.data_dir)?;
+
+    let (events_tx, events_rx) =
+        crossbeam_channel::bounded(config.limits.request_queue_max as usize);
+    let (outbox, links, snapshot_jobs) =
+        transport::start(id, quic.clone(), &config.peer_map(), frame_max);
+    let (host, applied) = Host::new(&config, engine.clone(), events_rx, outbox)?;
+    let (host_done_tx, host_done) = tokio::sync::oneshot::channel();
+    let host_thread = std::thread::Builder::new()
+        .name("host-loop".into())
+        .spawn(move || {
+            let result = host.run();
+            let _ = host_done_tx.send(());
+            result
+        })
+        .map_err(|e| NodeError::Start(format!("spawning the host loop: {e}")))?;
+
+    tokio::spawn(snapshot::run_sender(
+        engine.clone(),
+        id,
+        links,
+        snapshot_jobs,
+        events_tx.clone(),
+        frame_max,
+    ));
+    let service = Arc::new(Service {
+        me: id,
+        host: events_tx.clone(),
+        engine,
+        applied,
+        limits: config.kv_limits(),
+        frame_max_bytes: frame_max,
+        commit_timeout: Duration::from_millis(config.raft.commit_timeout_ms),
+        connections_max: config.limits.connections_max,
+        connections: AtomicU32::new(0),
+    });
+    tokio::spawn(server::serve(quic.clone(), service));
+    info!(
+        node = id.0,
+        listen = %config.listen,
+        metrics = %config.metrics_listen,
+        shards = config.shards.len(),
+        "node serving"
+    );
+
+    tokio::select! {
+        () = shutdown => info!("shutting down"),
+        _ = host_done => error!("the host loop stopped"),
+    }
+    quic.close(frame::close::SHUTTING_DOWN.into(), b"shutting down");
+    let _ = events_tx.try_send(Event::Shutdown);
+    drop(events_tx);
+    let result = tokio::task::spawn_blocking(move || host_thread.join())
+        .await
+        .map_err(|e| NodeError::Start(e.to_string()))?
+        .map_err(|_| NodeError::Start("the host loop panicked".into()))?;
+    quic.wait_idle().await;
+    result
+}

@@ -1,0 +1,408 @@
+//! The node's QUIC listener: client requests on bidirectional streams (one request per
+//! stream), peer traffic on unidirectional streams.
+//!
+//! Every connection has passed mutual TLS against the cluster CA before anything here runs.
+//! Peer streams are accepted only from certificates with the node role. A frame that breaks a
+//! protocol rule (garbage, wrong version, oversized, truncated) closes *that* connection with
+//! [`frame::close::FRAME_ERROR`], a logged reason and a metric; everyone else is unaffected.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use cairn_wire::api::{
+    ApiError, Consistency, Namespace, ReadOp, ReadResult, Request, Response, ShardId,
+};
+use cairn_wire::frame::{self, FrameError};
+use cairn_wire::peer::{PeerFrame, PeerStreamHeader};
+use cairn_wire::tls::{self, PeerRole};
+use crossbeam_channel::{Sender, TrySendError};
+use raft_core::{LogIndex, NodeId};
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, warn};
+
+use crate::host::{AppliedWatches, Command, Event};
+use crate::keys::KeySpace;
+use crate::kv::{self, KvLimits};
+use crate::metrics as m;
+use crate::snapshot;
+use crate::storage::Engine;
+
+/// How long an `at_least` read waits for this replica to catch up before it answers
+/// [`ApiError::InconsistentRead`] (the client then tries another replica).
+pub const AT_LEAST_WAIT: Duration = Duration::from_millis(200);
+
+/// What request handling needs.
+pub struct Service {
+    /// This node.
+    pub me: NodeId,
+    /// The host loop's queue.
+    pub host: Sender<Event>,
+    /// The database, for reads.
+    pub engine: Engine,
+    /// Each replica's applied index.
+    pub applied: AppliedWatches,
+    /// Key-value limits.
+    pub limits: KvLimits,
+    /// The largest frame.
+    pub frame_max_bytes: u32,
+    /// How long a write or consistent read may wait for the shard's majority.
+    pub commit_timeout: Duration,
+    /// The most connections at once.
+    pub connections_max: u32,
+    /// Open connections.
+    pub connections: AtomicU32,
+}
+
+/// Accepts connections until the endpoint is closed.
+pub async fn serve(endpoint: quinn::Endpoint, service: Arc<Service>) {
+    while let Some(incoming) = endpoint.accept().await {
+        if service.connections.load(Ordering::Relaxed) >= service.connections_max {
+            m::connection_refused("connection_limit");
+            incoming.refuse();
+            continue;
+        }
+        let service = service.clone();
+        tokio::spawn(async move {
+            service.connections.fetch_add(1, Ordering::Relaxed);
+            m::connections_open(1.0);
+            connection(incoming, &service).await;
+            service.connections.fetch_sub(1, Ordering::Relaxed);
+            m::connections_open(-1.0);
+        });
+    }
+}
+
+async fn connection(incoming: quinn::Incoming, service: &Arc<Service>) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            // Wrong CA, no certificate, wrong protocol: the handshake fails before any data.
+            warn!(%remote, "connection refused: {e}");
+            m::connection_refused("handshake");
+            return;
+        }
+    };
+    let Some(role) = tls::peer_role(&conn) else {
+        warn!(%remote, "connection refused: certificate has no cairn role");
+        m::connection_refused("no_role");
+        conn.close(
+            frame::close::NOT_AUTHORIZED.into(),
+            b"certificate has no cairn role",
+        );
+        return;
+    };
+    loop {
+        tokio::select! {
+            bi = conn.accept_bi() => match bi {
+                Ok((send, recv)) => {
+                    let service = service.clone();
+                    let conn = conn.clone();
+                    tokio::spawn(async move { request_stream(&service, &conn, send, recv).await });
+                }
+                Err(_) => break,
+            },
+            uni = conn.accept_uni() => match uni {
+                Ok(recv) => {
+                    if role != PeerRole::Node {
+                        warn!(%remote, "a client certificate opened a peer stream: closing");
+                        m::connection_refused("peer_stream_from_client");
+                        conn.close(frame::close::NOT_AUTHORIZED.into(), b"peer streams need a node certificate");
+                        break;
+                    }
+                    let service = service.clone();
+                    let conn = conn.clone();
+                    tokio::spawn(async move { peer_stream(&service, &conn, recv).await });
+                }
+                Err(_) => break,
+            },
+        }
+    }
+}
+
+/// Closes a connection whose peer broke the framing rules.
+fn reject(conn: &quinn::Connection, error: &FrameError) {
+    if matches!(error, FrameError::Io(_)) {
+        // The connection or stream went away: nothing to reject.
+        return;
+    }
+    let remote = conn.remote_address();
+    warn!(%remote, reason = error.reason(), "closing connection: {error}");
+    m::frame_rejected(error.reason());
+    let reason = error.to_string();
+    conn.close(frame::close::FRAME_ERROR.into(), reason.as_bytes());
+}
+
+async fn request_stream(
+    service: &Service,
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let request: Request = match frame::read_frame(&mut recv, service.frame_max_bytes).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(e) => return reject(conn, &e),
+    };
+    let response = service.handle(request).await;
+    let written = match frame::write_frame(&mut send, &response, service.frame_max_bytes).await {
+        Err(FrameError::Oversized { len, max }) => {
+            let too_large = Response::Error(ApiError::TooLarge {
+                what: "response".into(),
+                size: len,
+                max: u64::from(max),
+            });
+            frame::write_frame(&mut send, &too_large, service.frame_max_bytes).await
+        }
+        other => other,
+    };
+    if let Err(e) = written {
+        debug!("answering a request failed: {e}");
+        return;
+    }
+    let _ = send.finish();
+}
+
+async fn peer_stream(service: &Service, conn: &quinn::Connection, mut recv: quinn::RecvStream) {
+    let header: PeerStreamHeader = match frame::read_frame(&mut recv, service.frame_max_bytes).await
+    {
+        Ok(Some(header)) => header,
+        Ok(None) => return,
+        Err(e) => return reject(conn, &e),
+    };
+    match header {
+        PeerStreamHeader::Raft { from } => loop {
+            match frame::read_frame::<_, PeerFrame>(&mut recv, service.frame_max_bytes).await {
+                Ok(Some(frame)) => match service.host.try_send(Event::Peer { from, frame }) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => m::peer_message_dropped("host_queue_full"),
+                    Err(TrySendError::Disconnected(_)) => return,
+                },
+                Ok(None) => return,
+                Err(e) => return reject(conn, &e),
+            }
+        },
+        PeerStreamHeader::Snapshot(header) => {
+            let shard = header.shard;
+            if let Err(e) = snapshot::receive(
+                &service.engine,
+                service.me,
+                header,
+                &mut recv,
+                &service.host,
+                service.frame_max_bytes,
+            )
+            .await
+            {
+                warn!(shard = shard.0, "snapshot refused: {e}");
+                if let snapshot::ReceiveError::Frame(e) = &e {
+                    reject(conn, e);
+                }
+            }
+        }
+    }
+}
+
+impl Service {
+    /// Answers one request.
+    pub async fn handle(&self, request: Request) -> Response {
+        let started = Instant::now();
+        let op = request_name(&request);
+        let response = match self.dispatch(request).await {
+            Ok(response) => response,
+            Err(e) => Response::Error(e),
+        };
+        let error = match &response {
+            Response::Error(e) => Some(e),
+            _ => None,
+        };
+        m::request(op, m::outcome(error), started.elapsed());
+        response
+    }
+
+    async fn dispatch(&self, request: Request) -> Result<Response, ApiError> {
+        match request {
+            Request::Write {
+                shard,
+                namespace,
+                op,
+            } => {
+                kv::validate_write(&op, &self.limits)?;
+                self.known(shard)?;
+                let command = Command { namespace, op };
+                let (index, result) = self
+                    .ask(
+                        |reply| Event::Write {
+                            shard,
+                            command,
+                            reply,
+                        },
+                        // The host answers NoQuorum itself at the commit timeout; this margin
+                        // only guards against a stalled loop.
+                        self.commit_timeout + Duration::from_secs(1),
+                        ApiError::NoQuorum { proposed: true },
+                    )
+                    .await??;
+                Ok(Response::Write { index, result })
+            }
+            Request::Read {
+                shard,
+                namespace,
+                consistency,
+                op,
+            } => {
+                kv::validate_read(&op, &self.limits)?;
+                let (result, applied) = self.read(shard, namespace, consistency, op).await?;
+                Ok(Response::Read { result, applied })
+            }
+            Request::WhoLeader { shard } => {
+                let leader = self
+                    .ask(
+                        |reply| Event::WhoLeader { shard, reply },
+                        self.commit_timeout,
+                        ApiError::Busy("host loop did not answer".into()),
+                    )
+                    .await??;
+                Ok(Response::Leader(leader))
+            }
+            Request::Status => {
+                let status = self
+                    .ask(
+                        |reply| Event::Status { reply },
+                        self.commit_timeout,
+                        ApiError::Busy("host loop did not answer".into()),
+                    )
+                    .await?;
+                Ok(Response::Status(status))
+            }
+            Request::CompactLog { shard } => {
+                let compacted_to = self
+                    .ask(
+                        |reply| Event::Compact { shard, reply },
+                        self.commit_timeout,
+                        ApiError::Busy("host loop did not answer".into()),
+                    )
+                    .await??;
+                Ok(Response::Compacted { compacted_to })
+            }
+        }
+    }
+
+    fn known(&self, shard: ShardId) -> Result<&watch::Receiver<LogIndex>, ApiError> {
+        self.applied
+            .get(&shard)
+            .ok_or(ApiError::UnknownShard(shard))
+    }
+
+    /// Sends an event carrying a reply channel to the host loop and waits for the answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Event,
+        timeout: Duration,
+        on_timeout: ApiError,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        match self.host.try_send(make(tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(ApiError::Busy("the node's request queue is full".into()));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(ApiError::Internal("the node is shutting down".into()));
+            }
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(ApiError::Internal("the node is shutting down".into())),
+            Err(_) => Err(on_timeout),
+        }
+    }
+
+    async fn read(
+        &self,
+        shard: ShardId,
+        namespace: Namespace,
+        consistency: Consistency,
+        op: ReadOp,
+    ) -> Result<(ReadResult, LogIndex), ApiError> {
+        let mut applied = self.known(shard)?.clone();
+        let required = match consistency {
+            Consistency::Any => LogIndex::ZERO,
+            Consistency::AtLeast(index) => {
+                if tokio::time::timeout(AT_LEAST_WAIT, applied.wait_for(|a| *a >= index))
+                    .await
+                    .is_err()
+                {
+                    return Err(ApiError::InconsistentRead {
+                        applied: *applied.borrow(),
+                        required: index,
+                    });
+                }
+                index
+            }
+            Consistency::Consistent => {
+                let deadline = Instant::now() + self.commit_timeout;
+                let index = self
+                    .ask(
+                        |reply| Event::ReadIndex { shard, reply },
+                        self.commit_timeout + Duration::from_secs(1),
+                        ApiError::NoQuorum { proposed: false },
+                    )
+                    .await??;
+                let left = deadline.saturating_duration_since(Instant::now());
+                if tokio::time::timeout(left, applied.wait_for(|a| *a >= index))
+                    .await
+                    .is_err()
+                {
+                    return Err(ApiError::NoQuorum { proposed: false });
+                }
+                index
+            }
+        };
+        let engine = self.engine.clone();
+        let limits = self.limits.clone();
+        tokio::task::spawn_blocking(move || {
+            read_at(&engine, shard, &namespace, &op, &limits, required)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("read task: {e}")))?
+    }
+}
+
+/// Serves a read from one consistent view, after checking that the view has applied `required`.
+fn read_at(
+    engine: &Engine,
+    shard: ShardId,
+    namespace: &Namespace,
+    op: &ReadOp,
+    limits: &KvLimits,
+    required: LogIndex,
+) -> Result<(ReadResult, LogIndex), ApiError> {
+    let view = kv::SnapshotView::new(engine.db());
+    let applied = engine
+        .applied_in(view.snapshot(), shard)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if applied.index < required {
+        return Err(ApiError::InconsistentRead {
+            applied: applied.index,
+            required,
+        });
+    }
+    let space = KeySpace {
+        shard,
+        generation: applied.generation,
+    };
+    let result = kv::read(&view, &space, namespace, op, limits)?;
+    Ok((result, applied.index))
+}
+
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::Read { op, .. } => op.name(),
+        Request::Write { op, .. } => op.name(),
+        Request::WhoLeader { .. } => "who_leader",
+        Request::Status => "status",
+        Request::CompactLog { .. } => "compact_log",
+    }
+}

@@ -1,0 +1,234 @@
+//! Node-to-node traffic: one outgoing QUIC connection per peer host, reused for everything.
+//!
+//! Raft messages leave through the [`Outbox`]: a bounded queue per peer (a full queue drops the
+//! message, which Raft tolerates; it never blocks the host loop). A sender task per peer keeps a
+//! connection (reconnecting with exponential backoff), holds one long-lived unidirectional
+//! stream, and coalesces everything queued into one frame per write. Snapshots are streamed on
+//! streams of their own over the same connection (see [`crate::snapshot`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_wire::api::ShardId;
+use cairn_wire::frame;
+use cairn_wire::peer::{PeerFrame, PeerStreamHeader, ShardMessage};
+use raft_core::{MessageBody, NodeId, Term};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info};
+
+use crate::metrics as m;
+
+/// How many frames may wait for one peer before new ones are dropped.
+pub const PEER_QUEUE_FRAMES_MAX: usize = 1024;
+/// The most Raft messages coalesced into one frame.
+const MESSAGES_PER_FRAME_MAX: usize = 4096;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A snapshot the host asked to stream to a peer.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotJob {
+    /// The shard.
+    pub shard: ShardId,
+    /// The peer.
+    pub to: NodeId,
+    /// The leader's term.
+    pub term: Term,
+}
+
+/// Where the host loop puts what it sends. Never blocks.
+pub struct Outbox {
+    peers: BTreeMap<NodeId, mpsc::Sender<PeerFrame>>,
+    snapshots: mpsc::UnboundedSender<SnapshotJob>,
+}
+
+impl Outbox {
+    /// Queues a frame for a peer; drops it (counted) when the peer's queue is full.
+    pub fn send(&self, to: NodeId, frame: PeerFrame) {
+        let Some(queue) = self.peers.get(&to) else {
+            m::peer_message_dropped("unknown_peer");
+            return;
+        };
+        if queue.try_send(frame).is_err() {
+            m::peer_message_dropped("queue_full");
+        }
+    }
+
+    /// Asks for a snapshot of `shard` to be streamed to `to`. The host keeps at most one
+    /// transfer per (shard, peer) in flight, so this queue is bounded by the number of replicas.
+    pub fn send_snapshot(&self, shard: ShardId, to: NodeId, term: Term) {
+        let _ = self.snapshots.send(SnapshotJob { shard, to, term });
+    }
+}
+
+/// The current outgoing connection to each peer (None while disconnected).
+pub type Links = Arc<BTreeMap<NodeId, watch::Receiver<Option<quinn::Connection>>>>;
+
+/// Starts one sender task per peer. Returns the outbox, the links (for snapshot streams) and the
+/// receiver of snapshot jobs.
+pub fn start(
+    me: NodeId,
+    endpoint: quinn::Endpoint,
+    peers: &BTreeMap<u64, SocketAddr>,
+    frame_max_bytes: u32,
+) -> (Outbox, Links, mpsc::UnboundedReceiver<SnapshotJob>) {
+    let mut queues = BTreeMap::new();
+    let mut links = BTreeMap::new();
+    for (&id, &addr) in peers {
+        let peer = NodeId(id);
+        if peer == me {
+            continue;
+        }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
+        let (link_tx, link_rx) = watch::channel(None);
+        queues.insert(peer, tx);
+        links.insert(peer, link_rx);
+        tokio::spawn(peer_sender(
+            me,
+            peer,
+            addr,
+            endpoint.clone(),
+            rx,
+            link_tx,
+            frame_max_bytes,
+        ));
+    }
+    let (snap_tx, snap_rx) = mpsc::unbounded_channel();
+    (
+        Outbox {
+            peers: queues,
+            snapshots: snap_tx,
+        },
+        Arc::new(links),
+        snap_rx,
+    )
+}
+
+async fn peer_sender(
+    me: NodeId,
+    peer: NodeId,
+    addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    mut queue: mpsc::Receiver<PeerFrame>,
+    link: watch::Sender<Option<quinn::Connection>>,
+    frame_max_bytes: u32,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let connected = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            cairn_wire::endpoint::connect(&endpoint, addr),
+        )
+        .await;
+        let conn = match connected {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                debug!(peer = peer.0, %addr, "connect failed: {e}");
+                drain_stale(&mut queue);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            Err(_) => {
+                debug!(peer = peer.0, %addr, "connect timed out");
+                drain_stale(&mut queue);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        info!(peer = peer.0, %addr, "connected to peer");
+        backoff = BACKOFF_MIN;
+        link.send_replace(Some(conn.clone()));
+        match send_frames(me, &conn, &mut queue, frame_max_bytes).await {
+            Ok(()) => return, // the host loop is gone: shutting down
+            Err(reason) => {
+                info!(peer = peer.0, %addr, "peer link lost: {reason}");
+                link.send_replace(None);
+                conn.close(frame::close::NORMAL.into(), b"reconnecting");
+            }
+        }
+    }
+}
+
+/// Frames queued while the peer was unreachable are stale (Raft resends what matters).
+fn drain_stale(queue: &mut mpsc::Receiver<PeerFrame>) {
+    while queue.try_recv().is_ok() {
+        m::peer_message_dropped("peer_unreachable");
+    }
+}
+
+async fn send_frames(
+    me: NodeId,
+    conn: &quinn::Connection,
+    queue: &mut mpsc::Receiver<PeerFrame>,
+    frame_max_bytes: u32,
+) -> Result<(), String> {
+    let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
+    frame::write_frame(
+        &mut stream,
+        &PeerStreamHeader::Raft { from: me },
+        frame_max_bytes,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    while let Some(first) = queue.recv().await {
+        // Coalesce whatever else is queued into one frame (one write, one syscall path).
+        let mut alive = matches!(first, PeerFrame::Alive);
+        let mut messages = match first {
+            PeerFrame::Raft(messages) => messages,
+            _ => Vec::new(),
+        };
+        let mut others = Vec::new();
+        while messages.len() < MESSAGES_PER_FRAME_MAX {
+            match queue.try_recv() {
+                Ok(PeerFrame::Raft(more)) => messages.extend(more),
+                Ok(PeerFrame::Alive) => alive = true,
+                Ok(other) => others.push(other),
+                Err(_) => break,
+            }
+        }
+        // Raft messages prove liveness too: a separate beat is needed only without them.
+        let mut frames = others;
+        if !messages.is_empty() {
+            frames.extend(split_by_size(messages, frame_max_bytes / 2));
+        } else if alive {
+            frames.push(PeerFrame::Alive);
+        }
+        for f in &frames {
+            let bytes = frame::encode(f, frame_max_bytes).map_err(|e| e.to_string())?;
+            stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+            m::transport_bytes_sent(bytes.len());
+        }
+    }
+    Ok(())
+}
+
+/// Splits messages into frames whose estimated encoded size stays under `budget_bytes` (a single
+/// message is never split; the core bounds one append to `append_size_max_bytes`).
+fn split_by_size(messages: Vec<ShardMessage>, budget_bytes: u32) -> Vec<PeerFrame> {
+    let mut frames = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0u64;
+    for message in messages {
+        let estimate = 64
+            + match &message.message.body {
+                MessageBody::Append { entries, .. } => {
+                    entries.iter().map(|e| e.size_bytes() + 8).sum::<u64>()
+                }
+                _ => 0,
+            };
+        if !current.is_empty() && size + estimate > u64::from(budget_bytes) {
+            frames.push(PeerFrame::Raft(std::mem::take(&mut current)));
+            size = 0;
+        }
+        size += estimate;
+        current.push(message);
+    }
+    if !current.is_empty() {
+        frames.push(PeerFrame::Raft(current));
+    }
+    frames
+}
