@@ -335,3 +335,93 @@ async fn a_frozen_leader_never_serves_a_stale_consistent_read() {
     .await;
     assert_eq!(read.value, b"new");
 }
+
+/// Scrapes one counter or gauge value (summed over labels).
+fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let text = support::scrape(addr);
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_group_stops_ticking_and_wakes_for_writes_and_failures() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3);
+    let client = cluster.client();
+    let leader = cluster.wait_for_leader(&client, Duration::from_secs(30)).await;
+    let kv = client.namespace(SHARD, ns("idle"));
+    kv.set("k", "v1").await.unwrap();
+
+    // Idle: every replica quiesces (20 ticks of 50 ms without client activity).
+    for node in cluster.nodes.values() {
+        eventually(Duration::from_secs(10), "the group to quiesce", || async {
+            let status = client.status(node.addr).await.ok()?;
+            status[0].quiesced.then_some(())
+        })
+        .await;
+    }
+    // A quiesced group costs no tick: the tick counters stand still.
+    let before: Vec<f64> = cluster
+        .nodes
+        .values()
+        .map(|n| metric(n.metrics, "cairn_raft_group_ticks_total"))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after: Vec<f64> = cluster
+        .nodes
+        .values()
+        .map(|n| metric(n.metrics, "cairn_raft_group_ticks_total"))
+        .collect();
+    assert_eq!(before, after, "quiesced groups were ticked");
+
+    // A write wakes it and succeeds; a consistent read after a long sleep is still right.
+    kv.set("k", "v2").await.unwrap();
+    assert_eq!(kv.get("k", Consistency::Consistent).await.unwrap().value, b"v2");
+
+    // Quiesce again, then kill the leader: the followers notice its host went silent, wake,
+    // and elect a new leader.
+    for node in cluster.nodes.values() {
+        eventually(Duration::from_secs(10), "the group to quiesce again", || async {
+            let status = client.status(node.addr).await.ok()?;
+            status[0].quiesced.then_some(())
+        })
+        .await;
+    }
+    cluster.kill(leader);
+    let started = Instant::now();
+    let others: Vec<std::net::SocketAddr> = cluster
+        .nodes
+        .values()
+        .filter(|n| n.id != leader)
+        .map(|n| n.addr)
+        .collect();
+    let new_leader = eventually(Duration::from_secs(15), "a new leader", || async {
+        for addr in &others {
+            let status = client.status(*addr).await.ok()?;
+            if status[0].role == raft_core::Role::Leader {
+                return Some(status[0].node);
+            }
+        }
+        None
+    })
+    .await;
+    eprintln!("node {} leads {:?} after the kill", new_leader.0, started.elapsed());
+    let rest = Client::new(ClientConfig::new(others, cluster.identity())).unwrap();
+    let read = rest
+        .namespace(SHARD, ns("idle"))
+        .get("k", Consistency::Consistent)
+        .await
+        .unwrap();
+    assert_eq!(read.value, b"v2");
+}

@@ -142,8 +142,11 @@ struct Replica {
     last_leader: NodeId,
     /// The group is idle and not ticked (see [`Host::maybe_quiesce`]); since when.
     quiesced_since: Option<Instant>,
-    /// Ticks since the last client activity on the group.
+    /// Ticks since the last activity on the group (client requests, Raft traffic other than
+    /// heartbeat answers, or a change of the commit index).
     idle_ticks: u32,
+    /// The commit index when `idle_ticks` was last reset.
+    idle_commit: LogIndex,
 }
 
 /// The host loop's state.
@@ -210,6 +213,7 @@ impl Host {
                     last_leader: NodeId::NONE,
                     quiesced_since: None,
                     idle_ticks: 0,
+                    idle_commit: LogIndex::ZERO,
                 },
             );
         }
@@ -265,6 +269,8 @@ impl Host {
             }
             self.expire_pending();
             self.process_ready()?;
+            // After the Ready is handled, so that heartbeats just produced do not count as work.
+            self.maybe_quiesce();
         }
     }
 
@@ -309,7 +315,6 @@ impl Host {
                 }
             }
         }
-        self.maybe_quiesce();
         self.wake_orphaned_followers();
     }
 
@@ -333,6 +338,13 @@ impl Host {
             }
             let status = replica.raw.status();
             let last = status.last_index;
+            if status.hard_state.commit != replica.idle_commit {
+                // The commit index moved: followers learn it from the next heartbeats, so wait
+                // a full idle period from here before asking them to sleep at this index.
+                replica.idle_commit = status.hard_state.commit;
+                replica.idle_ticks = 0;
+                continue;
+            }
             let settled = status.hard_state.commit == last
                 && replica.raw.storage().applied().index == last
                 && status
@@ -395,12 +407,18 @@ impl Host {
         }
     }
 
+    /// Client activity: the group is not idle.
+    fn touch(&mut self, shard: ShardId) {
+        if let Some(replica) = self.replicas.get_mut(&shard) {
+            replica.idle_ticks = 0;
+        }
+    }
+
     /// Resumes ticking a quiesced group, after telling its core how much time passed.
     fn wake(&mut self, shard: ShardId) {
         let Some(replica) = self.replicas.get_mut(&shard) else {
             return;
         };
-        replica.idle_ticks = 0;
         if let Some(since) = replica.quiesced_since.take() {
             let slept = since.elapsed().as_nanos() / self.tick.as_nanos().max(1);
             replica.raw.advance_clock(slept as u64);
@@ -408,20 +426,34 @@ impl Host {
         }
     }
 
-    fn quiesce_follower(&mut self, from: NodeId, notice: QuiescedShard) {
+    /// Follows a leader's quiesce notice when this replica holds exactly what the leader
+    /// committed in the same term; returns false when it cannot.
+    fn quiesce_follower(&mut self, from: NodeId, notice: QuiescedShard) -> bool {
         let Some(replica) = self.replicas.get_mut(&notice.shard) else {
-            return;
+            return true; // Not ours: nothing to keep awake.
         };
+        if replica.quiesced_since.is_some() {
+            return true;
+        }
         let status = replica.raw.status();
-        if replica.quiesced_since.is_none()
-            && status.soft_state.leader == from
+        if status.soft_state.leader == from
+            && status.soft_state.role == Role::Follower
             && status.hard_state.term == notice.term
             && status.hard_state.commit == notice.commit
             && status.last_index == notice.commit
-            && !replica.raw.has_ready()
         {
             replica.quiesced_since = Some(Instant::now());
             debug!(shard = notice.shard.0, "quiesced by the leader");
+            true
+        } else {
+            debug!(
+                shard = notice.shard.0,
+                ?notice,
+                commit = status.hard_state.commit.0,
+                last = status.last_index.0,
+                "quiesce notice refused"
+            );
+            false
         }
     }
 
@@ -480,14 +512,36 @@ impl Host {
                 match frame {
                     PeerFrame::Raft(messages) => {
                         for ShardMessage { shard, message } in messages {
-                            self.wake(shard);
+                            // Late answers to the heartbeats a leader sent before it quiesced
+                            // need no ticking; anything else (a vote request, an append, a
+                            // rejection) does.
+                            if !matches!(message.body, MessageBody::HeartbeatResponse { .. }) {
+                                self.wake(shard);
+                                self.touch(shard);
+                            }
                             self.step(from, shard, message);
                         }
                     }
                     PeerFrame::Alive => {}
                     PeerFrame::Quiesce(notices) => {
-                        for notice in notices {
-                            self.quiesce_follower(from, notice);
+                        let refused: Vec<ShardId> = notices
+                            .into_iter()
+                            .filter(|notice| !self.quiesce_follower(from, *notice))
+                            .map(|notice| notice.shard)
+                            .collect();
+                        if !refused.is_empty() {
+                            self.outbox.send(from, PeerFrame::Unquiesce(refused));
+                        }
+                    }
+                    PeerFrame::Unquiesce(shards) => {
+                        for shard in shards {
+                            debug!(
+                                shard = shard.0,
+                                follower = from.0,
+                                "a follower refused to quiesce"
+                            );
+                            self.wake(shard);
+                            self.touch(shard);
                         }
                     }
                 }
@@ -498,6 +552,7 @@ impl Host {
                 reply,
             } => {
                 self.wake(shard);
+                self.touch(shard);
                 let outcome = self.propose(shard, command);
                 match outcome {
                     Ok((index, term)) => {
@@ -520,6 +575,7 @@ impl Host {
             }
             Event::ReadIndex { shard, reply } => {
                 self.wake(shard);
+                self.touch(shard);
                 let deadline =
                     Instant::now() + Duration::from_millis(self.timing.commit_timeout_ms);
                 self.start_read(shard, PendingRead { reply, deadline });

@@ -175,28 +175,29 @@ async fn send_frames(
     .await
     .map_err(|e| e.to_string())?;
     while let Some(first) = queue.recv().await {
-        // Coalesce whatever else is queued into one frame (one write, one syscall path).
-        let mut alive = matches!(first, PeerFrame::Alive);
-        let mut messages = match first {
-            PeerFrame::Raft(messages) => messages,
-            _ => Vec::new(),
-        };
+        // Coalesce whatever else is queued into as few frames as possible.
+        let mut alive = false;
+        let mut messages = Vec::new();
         let mut others = Vec::new();
-        while messages.len() < MESSAGES_PER_FRAME_MAX {
-            match queue.try_recv() {
-                Ok(PeerFrame::Raft(more)) => messages.extend(more),
-                Ok(PeerFrame::Alive) => alive = true,
-                Ok(other) => others.push(other),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            match frame {
+                PeerFrame::Raft(more) => messages.extend(more),
+                PeerFrame::Alive => alive = true,
+                other => others.push(other),
+            }
+            if messages.len() < MESSAGES_PER_FRAME_MAX {
+                next = queue.try_recv().ok();
             }
         }
         // Raft messages prove liveness too: a separate beat is needed only without them.
-        let mut frames = others;
-        if !messages.is_empty() {
-            frames.extend(split_by_size(messages, frame_max_bytes / 2));
-        } else if alive {
+        // Raft messages first: a quiesce notice must not overtake the heartbeat queued before
+        // it (the heartbeat would wake the follower right after it fell asleep).
+        let mut frames = split_by_size(messages, frame_max_bytes / 2);
+        if frames.is_empty() && alive {
             frames.push(PeerFrame::Alive);
         }
+        frames.extend(others);
         for f in &frames {
             let bytes = frame::encode(f, frame_max_bytes).map_err(|e| e.to_string())?;
             stream.write_all(&bytes).await.map_err(|e| e.to_string())?;

@@ -44,6 +44,9 @@ pub enum PeerFrame {
     /// committed at `commit` in `term`, so the followers may stop ticking until a message
     /// arrives or the sender's host stops beating.
     Quiesce(Vec<QuiescedShard>),
+    /// The sender could not follow a quiesce notice for these groups (it is missing entries or
+    /// has moved on): the leader must keep ticking them, or the sender would start an election.
+    Unquiesce(Vec<ShardId>),
 }
 
 /// A group the leader has put to sleep.

@@ -160,7 +160,10 @@ impl Cluster {
             .unwrap();
         let child = Command::new(CAIRN)
             .args(["shard-node", "--config", node.config_path.to_str().unwrap()])
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
