@@ -2,6 +2,7 @@
 //! filtered by `RUST_LOG`, default `info`) and hands over to the command's module; the logic
 //! lives in the libraries.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,9 +50,12 @@ pub(crate) struct DevArgs {
     /// directory).
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
-    /// The first port; the nodes listen on the ports after it.
+    /// The first port; node N listens on QUIC port base+N and serves metrics on base+10+N.
     #[arg(long, default_value_t = 7100)]
     pub(crate) base_port: u16,
+    /// Stop the cluster after the demo instead of serving until Ctrl-C (for scripted checks).
+    #[arg(long)]
+    pub(crate) exit_after_demo: bool,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -37,7 +37,7 @@ fn keys(list: &[&str]) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_every_consistency_level_and_every_error() {
-    let _serial = serial();
+    let _serial = serial().await;
     let cluster = Cluster::start(3);
     let client = cluster.client();
     let leader = cluster
@@ -404,7 +404,7 @@ fn check_exposition(text: &str) -> prometheus_parse::Scrape {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_of_every_process_are_valid_prometheus_text() {
-    let _serial = serial();
+    let _serial = serial().await;
     let cluster = Cluster::start(3);
     let client = cluster.client();
     cluster

@@ -35,7 +35,7 @@ async fn digest(client: &Client, addr: std::net::SocketAddr, at: LogIndex) -> (u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_down_during_compaction_catches_up_by_snapshot() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut cluster = Cluster::start(3);
     let client = cluster.client();
     let leader = cluster

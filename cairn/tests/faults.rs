@@ -45,7 +45,7 @@ async fn write_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut cluster = Cluster::start(3);
     let client = cluster.client();
     let leader = cluster
@@ -67,20 +67,39 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     cluster.kill(leader);
     let killed_at = Instant::now();
     let acked_at_kill = ledger.lock().unwrap().acked.len();
-    // A new leader serves: writes are acknowledged again.
-    eventually(Duration::from_secs(15), "writes after the kill", || async {
-        (ledger.lock().unwrap().acked.len() >= acked_at_kill + 100).then_some(())
+    // A new leader serves: a client of the survivors gets a write through the log.
+    let survivors = Client::new(ClientConfig::new(
+        cluster
+            .nodes
+            .values()
+            .filter(|n| n.id != leader)
+            .map(|n| n.addr)
+            .collect(),
+        cluster.identity(),
+    ))
+    .unwrap();
+    let probe = survivors.namespace(SHARD, ns("probe"));
+    eventually(Duration::from_secs(15), "a new leader to serve", || async {
+        probe.nop().await.ok()
     })
     .await;
-    let recovered = killed_at.elapsed();
+    let served = killed_at.elapsed();
     let new_leader = cluster.leader(&client).await.expect("a new leader");
     assert_ne!(new_leader, leader);
     // Election timeout is 10 ticks of 50 ms (0.5 to 1 s): "a few election timeouts" is 5 s.
     assert!(
-        recovered < Duration::from_secs(5),
-        "writes resumed only after {recovered:?}"
+        served < Duration::from_secs(5),
+        "a new leader served only after {served:?}"
     );
-    eprintln!("writes resumed {recovered:?} after killing leader {leader}");
+    // The load's own client notices the dead leader (idle timeout 3 s), then finds the new one.
+    eventually(Duration::from_secs(15), "the load to resume", || async {
+        (ledger.lock().unwrap().acked.len() >= acked_at_kill + 100).then_some(())
+    })
+    .await;
+    eprintln!(
+        "node {new_leader} served {served:?} after killing leader {leader}; the load resumed after {:?}",
+        killed_at.elapsed()
+    );
 
     *stop.lock().unwrap() = true;
     for w in writers {
@@ -88,7 +107,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     }
     cluster.start_node(leader);
 
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let kv = client.namespace(SHARD, ns("load"));
     eprintln!(
         "{} acknowledged, {} refused, {} unknown",
@@ -142,7 +161,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_cluster_restart_keeps_every_acknowledged_write() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut cluster = Cluster::start(3);
     let client = cluster.client();
     cluster
@@ -184,7 +203,7 @@ async fn a_full_cluster_restart_keeps_every_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_replica_fails_writes_fast_and_still_serves_any_reads() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut cluster = Cluster::start(3);
     let client = cluster.client();
     let leader = cluster
@@ -270,7 +289,7 @@ async fn a_lone_replica_fails_writes_fast_and_still_serves_any_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_never_serves_a_stale_consistent_read() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut cluster = Cluster::start(3);
     let client = cluster.client();
     let old = cluster
@@ -356,10 +375,12 @@ fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_group_stops_ticking_and_wakes_for_writes_and_failures() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut cluster = Cluster::start(3);
     let client = cluster.client();
-    let leader = cluster.wait_for_leader(&client, Duration::from_secs(30)).await;
+    let leader = cluster
+        .wait_for_leader(&client, Duration::from_secs(30))
+        .await;
     let kv = client.namespace(SHARD, ns("idle"));
     kv.set("k", "v1").await.unwrap();
 
@@ -387,15 +408,22 @@ async fn an_idle_group_stops_ticking_and_wakes_for_writes_and_failures() {
 
     // A write wakes it and succeeds; a consistent read after a long sleep is still right.
     kv.set("k", "v2").await.unwrap();
-    assert_eq!(kv.get("k", Consistency::Consistent).await.unwrap().value, b"v2");
+    assert_eq!(
+        kv.get("k", Consistency::Consistent).await.unwrap().value,
+        b"v2"
+    );
 
     // Quiesce again, then kill the leader: the followers notice its host went silent, wake,
     // and elect a new leader.
     for node in cluster.nodes.values() {
-        eventually(Duration::from_secs(10), "the group to quiesce again", || async {
-            let status = client.status(node.addr).await.ok()?;
-            status[0].quiesced.then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "the group to quiesce again",
+            || async {
+                let status = client.status(node.addr).await.ok()?;
+                status[0].quiesced.then_some(())
+            },
+        )
         .await;
     }
     cluster.kill(leader);
@@ -416,7 +444,11 @@ async fn an_idle_group_stops_ticking_and_wakes_for_writes_and_failures() {
         None
     })
     .await;
-    eprintln!("node {} leads {:?} after the kill", new_leader.0, started.elapsed());
+    eprintln!(
+        "node {} leads {:?} after the kill",
+        new_leader.0,
+        started.elapsed()
+    );
     let rest = Client::new(ClientConfig::new(others, cluster.identity())).unwrap();
     let read = rest
         .namespace(SHARD, ns("idle"))

@@ -40,7 +40,7 @@ fn counter(text: &str, name: &str, reason: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_close_only_their_connection_and_foreign_certificates_are_refused() {
-    let _serial = serial();
+    let _serial = serial().await;
     let cluster = Cluster::start(3);
     let client = cluster.client();
     let leader = cluster

@@ -17,6 +17,9 @@ pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 1_000;
 /// The default number of leader hints followed in a row before backing off.
 pub const MAX_LEADER_HOPS_DEFAULT: u32 = 5;
 
+/// How long a connection to a node may be silent before the client considers the node gone.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 3_000;
+
 /// The configuration of a [`Client`](crate::Client).
 ///
 /// Build it with [`ClientConfig::new`] and adjust the public fields; [`Client::new`]
@@ -52,7 +55,14 @@ impl ClientConfig {
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
             max_leader_hops: MAX_LEADER_HOPS_DEFAULT,
             frame_max_bytes: FRAME_MAX_BYTES_DEFAULT,
-            endpoint: EndpointLimits::default(),
+            endpoint: EndpointLimits {
+                // A node that died is noticed within this time (keep-alives flow otherwise):
+                // requests in flight to it fail then instead of at their deadline, and the
+                // next request goes elsewhere.
+                idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+                keep_alive_interval_ms: IDLE_TIMEOUT_MS_DEFAULT / 6,
+                ..EndpointLimits::default()
+            },
         }
     }
 

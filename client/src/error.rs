@@ -7,7 +7,7 @@ use cairn_wire::api::ApiError;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A node answered with an error (not found, assertion failed, no quorum, ...).
-    #[error("{0}")]
+    #[error(transparent)]
     Api(#[from] ApiError),
     /// A write reached (or may have reached) a node, and then the connection or the stream broke
     /// or the deadline passed before the answer came. It may or may not have been applied; read

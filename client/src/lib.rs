@@ -49,7 +49,8 @@ mod transport;
 
 pub use client::Client;
 pub use config::{
-    CONNECT_TIMEOUT_MS_DEFAULT, ClientConfig, MAX_LEADER_HOPS_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT,
+    CONNECT_TIMEOUT_MS_DEFAULT, ClientConfig, IDLE_TIMEOUT_MS_DEFAULT, MAX_LEADER_HOPS_DEFAULT,
+    REQUEST_TIMEOUT_MS_DEFAULT,
 };
 pub use error::Error;
 pub use namespace::{Entries, NamespaceClient, Read, Written};

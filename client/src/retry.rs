@@ -139,10 +139,10 @@ pub struct RetryPlan {
     /// Hints followed in a row since the last backoff.
     hops: u32,
     backoff: Backoff,
-    /// The last failure, for the message of [`Error::Unavailable`].
+    /// The last transport failure, for the message of [`Error::Unavailable`].
     last_failure: Option<String>,
-    /// The last error a node answered with.
-    last_api_error: Option<ApiError>,
+    /// The last error a node answered with, and the node.
+    last_api_error: Option<(SocketAddr, ApiError)>,
     /// Nodes that said they host no replica of the shard.
     disowned: Vec<SocketAddr>,
 }
@@ -206,25 +206,27 @@ impl RetryPlan {
     /// call's time budget.
     ///
     /// A write whose last answer was `NoQuorum` reports it (the shard has lost its majority);
-    /// everything else is [`Error::Unavailable`] with the last failure.
+    /// everything else is [`Error::Unavailable`], naming the last answer of a node (it says more
+    /// than a node that could not be reached), else the last transport failure.
     pub fn give_up(&self, timeout_ms: u64) -> Error {
         if self.kind == CallKind::Write
-            && let Some(e @ ApiError::NoQuorum { .. }) = &self.last_api_error
+            && let Some((_, e @ ApiError::NoQuorum { .. })) = &self.last_api_error
         {
             return Error::Api(e.clone());
         }
+        let last_error = match (&self.last_api_error, &self.last_failure) {
+            (Some((addr, e)), _) => format!("{addr}: {e}"),
+            (None, Some(failure)) => failure.clone(),
+            (None, None) => "none: the deadline passed before the first attempt".into(),
+        };
         Error::Unavailable {
             reason: format!("no node served the request within {timeout_ms} ms"),
-            last_error: self
-                .last_failure
-                .clone()
-                .unwrap_or_else(|| "none: the deadline passed before the first attempt".into()),
+            last_error,
         }
     }
 
     fn on_api_error(&mut self, addr: SocketAddr, e: ApiError) -> Decision {
-        self.last_failure = Some(format!("{addr}: {e}"));
-        self.last_api_error = Some(e.clone());
+        self.last_api_error = Some((addr, e.clone()));
         match &e {
             ApiError::NotLeader { leader: Some(hint) } => match hint.addr.parse::<SocketAddr>() {
                 Ok(leader) if leader != addr && self.hops < self.hops_max => {

@@ -302,16 +302,26 @@ fn a_write_giving_up_after_no_quorum_reports_no_quorum() {
 }
 
 #[test]
-fn a_call_giving_up_otherwise_is_unavailable_with_the_last_error() {
+fn a_call_giving_up_otherwise_is_unavailable_naming_the_last_node_answer() {
     let mut plan = RetryPlan::new(CallKind::ConsistentRead, nodes(), 5);
     plan.first(None);
-    plan.decide(node(1), error(ApiError::NoQuorum { proposed: false }));
-    plan.decide(node(2), lost(Sent::Nothing));
+    plan.decide(node(1), lost(Sent::Nothing));
     match plan.give_up(5000) {
         Error::Unavailable { reason, last_error } => {
             assert!(reason.contains("5000 ms"), "{reason}");
-            assert!(last_error.contains("127.0.0.1:7102"), "{last_error}");
-            assert!(last_error.contains("connection lost"), "{last_error}");
+            assert_eq!(last_error, "127.0.0.1:7101: connection lost");
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    // A node's answer says more than a node that could not be reached.
+    plan.decide(node(2), error(ApiError::NoQuorum { proposed: false }));
+    plan.decide(node(3), lost(Sent::Nothing));
+    match plan.give_up(5000) {
+        Error::Unavailable { last_error, .. } => {
+            assert!(
+                last_error.starts_with("127.0.0.1:7102: no quorum"),
+                "{last_error}"
+            );
         }
         other => panic!("expected unavailable, got {other:?}"),
     }

@@ -7,6 +7,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -238,10 +239,10 @@ impl Cluster {
                     .values()
                     .filter(|n| n.child.is_some() && !n.paused)
                 {
-                    if let Ok(status) = client.status(node.addr).await {
-                        if status.iter().any(|s| s.role == Role::Leader) {
-                            return node.id;
-                        }
+                    if let Ok(status) = client.status(node.addr).await
+                        && status.iter().any(|s| s.role == Role::Leader)
+                    {
+                        return node.id;
                     }
                 }
             }
@@ -257,10 +258,10 @@ impl Cluster {
             .values()
             .filter(|n| n.child.is_some() && !n.paused)
         {
-            if let Ok(status) = client.status(node.addr).await {
-                if status.iter().any(|s| s.role == Role::Leader) {
-                    return Some(node.id);
-                }
+            if let Ok(status) = client.status(node.addr).await
+                && status.iter().any(|s| s.role == Role::Leader)
+            {
+                return Some(node.id);
             }
         }
         None
@@ -303,7 +304,7 @@ impl Drop for Cluster {
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
+    Fut: Future<Output = Option<T>>,
 {
     let deadline = Instant::now() + within;
     loop {
@@ -331,10 +332,11 @@ pub fn path_str(p: &Path) -> &str {
 }
 
 /// Cluster tests in one test binary run one at a time: three nodes per test on a two-core
-/// machine is plenty, and elections should not starve.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// machine is plenty, and elections should not starve. (An async lock: it is held across
+/// awaits, and a failed test must not poison it for the others.)
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// Fetches `/metrics` over plain HTTP/1.0 and returns the body.
