@@ -22,8 +22,8 @@ pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 3_000;
 
 /// The configuration of a [`Client`](crate::Client).
 ///
-/// Build it with [`ClientConfig::new`] and adjust the public fields; [`Client::new`]
-/// (crate::Client::new) validates it.
+/// Build it with [`ClientConfig::new`] and adjust the public fields;
+/// [`Client::new`](crate::Client::new) validates it.
 #[derive(Clone)]
 pub struct ClientConfig {
     /// The nodes to contact, in order of preference. The first one is tried first until a
