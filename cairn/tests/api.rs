@@ -38,11 +38,7 @@ fn keys(list: &[&str]) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_every_consistency_level_and_every_error() {
     let _serial = serial().await;
-    let cluster = Cluster::start(3);
-    let client = cluster.client();
-    let leader = cluster
-        .wait_for_leader(&client, Duration::from_secs(30))
-        .await;
+    let (cluster, client, leader) = Cluster::running(3).await;
     let kv = client.namespace(SHARD, ns("api"));
     use Consistency::{Any, AtLeast, Consistent};
 
@@ -405,11 +401,7 @@ fn check_exposition(text: &str) -> prometheus_parse::Scrape {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_of_every_process_are_valid_prometheus_text() {
     let _serial = serial().await;
-    let cluster = Cluster::start(3);
-    let client = cluster.client();
-    cluster
-        .wait_for_leader(&client, Duration::from_secs(30))
-        .await;
+    let (cluster, client, _) = Cluster::running(3).await;
     let kv = client.namespace(SHARD, ns("metrics"));
     for i in 0..20 {
         kv.set(format!("k{i}"), "v").await.unwrap();

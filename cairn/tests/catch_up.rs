@@ -36,11 +36,7 @@ async fn digest(client: &Client, addr: std::net::SocketAddr, at: LogIndex) -> (u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_down_during_compaction_catches_up_by_snapshot() {
     let _serial = serial().await;
-    let mut cluster = Cluster::start(3);
-    let client = cluster.client();
-    let leader = cluster
-        .wait_for_leader(&client, Duration::from_secs(30))
-        .await;
+    let (mut cluster, client, leader) = Cluster::running(3).await;
     let lagging = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
     let kv = client.namespace(SHARD, ns("bulk"));
     kv.set("before", "the crash").await.unwrap();

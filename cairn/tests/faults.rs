@@ -46,11 +46,7 @@ async fn write_load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     let _serial = serial().await;
-    let mut cluster = Cluster::start(3);
-    let client = cluster.client();
-    let leader = cluster
-        .wait_for_leader(&client, Duration::from_secs(30))
-        .await;
+    let (mut cluster, client, leader) = Cluster::running(3).await;
 
     let stop = Arc::new(Mutex::new(false));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -162,11 +158,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_cluster_restart_keeps_every_acknowledged_write() {
     let _serial = serial().await;
-    let mut cluster = Cluster::start(3);
-    let client = cluster.client();
-    cluster
-        .wait_for_leader(&client, Duration::from_secs(30))
-        .await;
+    let (mut cluster, client, _) = Cluster::running(3).await;
     let kv = client.namespace(SHARD, ns("restart"));
     let mut last = None;
     for i in 0..200 {
@@ -204,11 +196,7 @@ async fn a_full_cluster_restart_keeps_every_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_replica_fails_writes_fast_and_still_serves_any_reads() {
     let _serial = serial().await;
-    let mut cluster = Cluster::start(3);
-    let client = cluster.client();
-    let leader = cluster
-        .wait_for_leader(&client, Duration::from_secs(30))
-        .await;
+    let (mut cluster, client, leader) = Cluster::running(3).await;
     let kv = client.namespace(SHARD, ns("alone"));
     kv.set("k", "v1").await.unwrap();
     let written = kv.set("k", "v2").await.unwrap();
@@ -290,11 +278,7 @@ async fn a_lone_replica_fails_writes_fast_and_still_serves_any_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_never_serves_a_stale_consistent_read() {
     let _serial = serial().await;
-    let mut cluster = Cluster::start(3);
-    let client = cluster.client();
-    let old = cluster
-        .wait_for_leader(&client, Duration::from_secs(30))
-        .await;
+    let (mut cluster, client, old) = Cluster::running(3).await;
     let kv = client.namespace(SHARD, ns("stale"));
     kv.set("k", "old").await.unwrap();
     // Warm the old leader's lease: a consistent read right before it freezes.
@@ -376,11 +360,7 @@ fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_group_stops_ticking_and_wakes_for_writes_and_failures() {
     let _serial = serial().await;
-    let mut cluster = Cluster::start(3);
-    let client = cluster.client();
-    let leader = cluster
-        .wait_for_leader(&client, Duration::from_secs(30))
-        .await;
+    let (mut cluster, client, leader) = Cluster::running(3).await;
     let kv = client.namespace(SHARD, ns("idle"));
     kv.set("k", "v1").await.unwrap();
 

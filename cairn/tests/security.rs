@@ -41,11 +41,7 @@ fn counter(text: &str, name: &str, reason: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_close_only_their_connection_and_foreign_certificates_are_refused() {
     let _serial = serial().await;
-    let cluster = Cluster::start(3);
-    let client = cluster.client();
-    let leader = cluster
-        .wait_for_leader(&client, Duration::from_secs(30))
-        .await;
+    let (cluster, client, leader) = Cluster::running(3).await;
     let target = cluster.addr(leader);
     let kv = client.namespace(SHARD, ns("sec"));
     kv.set("k", "v").await.unwrap();

@@ -214,21 +214,21 @@ impl Client {
                 }
                 Decision::Fail(e) => return Err(e),
                 Decision::Follow(leader) => {
-                    tracing::debug!(from = %addr, to = %leader, op = op_name(&request), "following the leader hint");
+                    tracing::debug!(from = %addr, to = %leader, op = request.name(), "following the leader hint");
                     if let Some(shard) = shard {
                         self.set_leader(shard, leader);
                     }
                     addr = leader;
                 }
                 Decision::Retry { addr: next, after } => {
-                    tracing::debug!(from = %addr, to = %next, after_ms = after.as_millis() as u64, op = op_name(&request), "retrying at the next node");
+                    tracing::debug!(from = %addr, to = %next, after_ms = after.as_millis() as u64, op = request.name(), "retrying at the next node");
                     tokio::time::sleep_until(deadline.min(Instant::now() + after)).await;
                     addr = next;
                 }
             }
             if Instant::now() >= deadline {
                 let e = plan.give_up(config.request_timeout_ms);
-                tracing::debug!(op = op_name(&request), error = %e, "giving up at the deadline");
+                tracing::debug!(op = request.name(), error = %e, "giving up at the deadline");
                 return Err(e);
             }
         }
@@ -287,16 +287,6 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
-    }
-}
-
-fn op_name(request: &Request) -> &'static str {
-    match request {
-        Request::Read { op, .. } => op.name(),
-        Request::Write { op, .. } => op.name(),
-        Request::WhoLeader { .. } => "who_leader",
-        Request::Status => "status",
-        Request::CompactLog { .. } => "compact_log",
     }
 }
 

@@ -241,11 +241,15 @@ impl Host {
         ))
     }
 
-    /// Runs until a [`Event::Shutdown`] arrives or every sender is gone. Returns an error only
-    /// for a storage failure.
-    pub fn run(mut self) -> Result<(), crate::NodeError> {
+    /// Runs until `stop` is set (an [`Event::Shutdown`] wakes the loop to notice), or every
+    /// sender is gone. Returns an error only for a storage failure.
+    pub fn run(mut self, stop: &std::sync::atomic::AtomicBool) -> Result<(), crate::NodeError> {
         let mut events = Vec::with_capacity(EVENTS_PER_ITERATION_MAX);
         loop {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                info!("host loop stopping");
+                return Ok(());
+            }
             let next_tick = self.last_tick + self.tick;
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(wait) {

@@ -89,10 +89,12 @@ pub async fn run(
         transport::start(id, quic.clone(), &config.peer_map(), frame_max);
     let (host, applied) = Host::new(&config, engine.clone(), events_rx, outbox)?;
     let (host_done_tx, host_done) = tokio::sync::oneshot::channel();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let host_stop = stop.clone();
     let host_thread = std::thread::Builder::new()
         .name("host-loop".into())
         .spawn(move || {
-            let result = host.run();
+            let result = host.run(&host_stop);
             let _ = host_done_tx.send(());
             result
         })
@@ -131,6 +133,9 @@ pub async fn run(
         _ = host_done => error!("the host loop stopped"),
     }
     quic.close(frame::close::SHUTTING_DOWN.into(), b"shutting down");
+    // The flag stops the loop within one tick even if the queue is full and the wake-up event
+    // does not fit.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = events_tx.try_send(Event::Shutdown);
     drop(events_tx);
     let result = tokio::task::spawn_blocking(move || host_thread.join())

@@ -56,12 +56,12 @@ pub fn peer_message_dropped(reason: &'static str) {
     counter!("cairn_transport_messages_dropped_total", "reason" => reason).increment(1);
 }
 
-/// Bytes written to peers.
+/// Bytes of frames written to peers.
 pub fn transport_bytes_sent(bytes: usize) {
     counter!("cairn_transport_sent_bytes_total").increment(bytes as u64);
 }
 
-/// Bytes read from peers and clients.
+/// Bytes of frames read from peers and clients.
 pub fn transport_bytes_received(bytes: usize) {
     counter!("cairn_transport_received_bytes_total").increment(bytes as u64);
 }

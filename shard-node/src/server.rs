@@ -140,8 +140,11 @@ async fn request_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let request: Request = match frame::read_frame(&mut recv, service.frame_max_bytes).await {
-        Ok(Some(request)) => request,
+    let request: Request = match frame::read_frame_sized(&mut recv, service.frame_max_bytes).await {
+        Ok(Some((request, size))) => {
+            m::transport_bytes_received(size);
+            request
+        }
         Ok(None) => return,
         Err(e) => return reject(conn, &e),
     };
@@ -173,12 +176,16 @@ async fn peer_stream(service: &Service, conn: &quinn::Connection, mut recv: quin
     };
     match header {
         PeerStreamHeader::Raft { from } => loop {
-            match frame::read_frame::<_, PeerFrame>(&mut recv, service.frame_max_bytes).await {
-                Ok(Some(frame)) => match service.host.try_send(Event::Peer { from, frame }) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => m::peer_message_dropped("host_queue_full"),
-                    Err(TrySendError::Disconnected(_)) => return,
-                },
+            match frame::read_frame_sized::<_, PeerFrame>(&mut recv, service.frame_max_bytes).await
+            {
+                Ok(Some((frame, size))) => {
+                    m::transport_bytes_received(size);
+                    match service.host.try_send(Event::Peer { from, frame }) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => m::peer_message_dropped("host_queue_full"),
+                        Err(TrySendError::Disconnected(_)) => return,
+                    }
+                }
                 Ok(None) => return,
                 Err(e) => return reject(conn, &e),
             }
@@ -208,7 +215,7 @@ impl Service {
     /// Answers one request.
     pub async fn handle(&self, request: Request) -> Response {
         let started = Instant::now();
-        let op = request_name(&request);
+        let op = request.name();
         let response = match self.dispatch(request).await {
             Ok(response) => response,
             Err(e) => Response::Error(e),
@@ -395,14 +402,4 @@ fn read_at(
     };
     let result = kv::read(&view, &space, namespace, op, limits)?;
     Ok((result, applied.index))
-}
-
-fn request_name(request: &Request) -> &'static str {
-    match request {
-        Request::Read { op, .. } => op.name(),
-        Request::Write { op, .. } => op.name(),
-        Request::WhoLeader { .. } => "who_leader",
-        Request::Status => "status",
-        Request::CompactLog { .. } => "compact_log",
-    }
 }

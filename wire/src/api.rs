@@ -431,6 +431,19 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// A short name of the operation, for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Read { op, .. } => op.name(),
+            Self::Write { op, .. } => op.name(),
+            Self::WhoLeader { .. } => "who_leader",
+            Self::Status => "status",
+            Self::CompactLog { .. } => "compact_log",
+        }
+    }
+}
+
 /// A node's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {

@@ -155,6 +155,16 @@ where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
 {
+    Ok(read_frame_sized(r, max).await?.map(|(message, _)| message))
+}
+
+/// [`read_frame`], also returning the frame's size on the wire (header included), for traffic
+/// accounting.
+pub async fn read_frame_sized<R, T>(r: &mut R, max: u32) -> Result<Option<(T, usize)>, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
     let mut header = [0u8; FRAME_HEADER_BYTES];
     let mut filled = 0;
     while filled < FRAME_HEADER_BYTES {
@@ -188,7 +198,7 @@ where
 
     let mut payload = vec![0u8; len as usize];
     r.read_exact(&mut payload).await?;
-    decode(&payload).map(Some)
+    decode(&payload).map(|message| Some((message, FRAME_HEADER_BYTES + payload.len())))
 }
 
 /// Decodes exactly one `T` from `payload`, refusing leftover bytes: a frame carries one message.

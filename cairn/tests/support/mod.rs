@@ -228,27 +228,24 @@ impl Cluster {
         Client::new(ClientConfig::new(nodes, self.identity())).unwrap()
     }
 
-    /// Waits until some node says it leads shard 1 and a write through the client succeeds.
+    /// Waits until a write through the client succeeds and some node says it leads shard 1.
     pub async fn wait_for_leader(&self, client: &Client, within: Duration) -> u64 {
-        let deadline = Instant::now() + within;
         let ns = client.namespace(SHARD, Namespace::new("probe").unwrap());
-        loop {
-            if ns.nop().await.is_ok() {
-                for node in self
-                    .nodes
-                    .values()
-                    .filter(|n| n.child.is_some() && !n.paused)
-                {
-                    if let Ok(status) = client.status(node.addr).await
-                        && status.iter().any(|s| s.role == Role::Leader)
-                    {
-                        return node.id;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "no leader within {within:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(within, "a leader", || async {
+            ns.nop().await.ok()?;
+            self.leader(client).await
+        })
+        .await
+    }
+
+    /// Starts `n` nodes and waits for a leader: the cluster, a client of every node, the leader.
+    pub async fn running(n: u64) -> (Self, Client, u64) {
+        let cluster = Self::start(n);
+        let client = cluster.client();
+        let leader = cluster
+            .wait_for_leader(&client, Duration::from_secs(30))
+            .await;
+        (cluster, client, leader)
     }
 
     /// The node that currently leads shard 1, as the running nodes report it.
