@@ -40,6 +40,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         .map(|id| PeerConfig {
             id,
             addr: SocketAddr::from(([127, 0, 0, 1], args.base_port + id as u16)),
+            cert_name: None,
         })
         .collect();
     let mut children = Vec::new();

@@ -134,6 +134,35 @@ async fn bad_frames_close_only_their_connection_and_foreign_certificates_are_ref
     let (code, _) = closed_with(&conn).await;
     assert_eq!(code, u64::from(frame::close::NOT_AUTHORIZED));
 
+    // A node certificate of the cluster may speak only for its own node id: node-9's
+    // certificate claiming to be node 1 is refused.
+    let certs = cluster.certs_dir();
+    let certs_s = certs.to_str().unwrap();
+    cairn(&[
+        "certs", "issue", "--dir", certs_s, "--name", "node-9", "--role", "node",
+    ]);
+    let impostor = Identity::load(
+        &certs.join("ca.pem"),
+        &certs.join("node-9.pem"),
+        &certs.join("node-9.key"),
+    )
+    .unwrap();
+    let impostor_endpoint = endpoint::client(&impostor, &EndpointLimits::default()).unwrap();
+    let conn = endpoint::connect(&impostor_endpoint, target).await.unwrap();
+    let mut uni = conn.open_uni().await.unwrap();
+    frame::write_frame(
+        &mut uni,
+        &cairn_wire::peer::PeerStreamHeader::Raft {
+            from: raft_core::NodeId(1),
+        },
+        max,
+    )
+    .await
+    .unwrap();
+    let (code, why) = closed_with(&conn).await;
+    assert_eq!(code, u64::from(frame::close::NOT_AUTHORIZED), "{why}");
+    kv.set("k", "after the impostor").await.unwrap();
+
     // A certificate from another CA is refused during the handshake.
     let foreign = cluster.dir.path().join("foreign");
     let foreign_s = foreign.to_str().unwrap();

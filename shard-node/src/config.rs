@@ -49,6 +49,20 @@ pub struct PeerConfig {
     pub id: u64,
     /// The UDP address it listens on.
     pub addr: SocketAddr,
+    /// The name its node certificate was issued for (`cairn certs issue --name`); default
+    /// `node-<id>`. Raft traffic that claims to come from this node is accepted only from a
+    /// connection whose certificate carries this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_name: Option<String>,
+}
+
+impl PeerConfig {
+    /// The certificate name this peer must present.
+    pub fn expected_cert_name(&self) -> String {
+        self.cert_name
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", self.id))
+    }
 }
 
 /// PEM files of the node's identity.
@@ -231,6 +245,14 @@ impl NodeConfig {
     /// The peers by id.
     pub fn peer_map(&self) -> BTreeMap<u64, SocketAddr> {
         self.peers.iter().map(|p| (p.id, p.addr)).collect()
+    }
+
+    /// The certificate name each peer must present, by id.
+    pub fn peer_cert_names(&self) -> BTreeMap<u64, String> {
+        self.peers
+            .iter()
+            .map(|p| (p.id, p.expected_cert_name()))
+            .collect()
     }
 
     /// The shard ids this node hosts.

@@ -118,6 +118,7 @@ pub async fn run(
         commit_timeout: Duration::from_millis(config.raft.commit_timeout_ms),
         connections_max: config.limits.connections_max,
         connections: AtomicU32::new(0),
+        peer_cert_names: config.peer_cert_names(),
     });
     tokio::spawn(server::serve(quic.clone(), service));
     info!(

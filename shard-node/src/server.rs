@@ -52,6 +52,8 @@ pub struct Service {
     pub connections_max: u32,
     /// Open connections.
     pub connections: AtomicU32,
+    /// The certificate name each peer node must present on its Raft streams.
+    pub peer_cert_names: std::collections::BTreeMap<u64, String>,
 }
 
 /// Accepts connections until the endpoint is closed.
@@ -174,6 +176,27 @@ async fn peer_stream(service: &Service, conn: &quinn::Connection, mut recv: quin
         Ok(None) => return,
         Err(e) => return reject(conn, &e),
     };
+    // A node speaks only for itself: the node id it claims must be the one its certificate was
+    // issued for, or any node certificate could forge another node's votes.
+    let claimed = match &header {
+        PeerStreamHeader::Raft { from } => *from,
+        PeerStreamHeader::Snapshot(h) => h.from,
+    };
+    let presented = tls::peer_name(conn);
+    if service.peer_cert_names.get(&claimed.0) != presented.as_ref() {
+        warn!(
+            remote = %conn.remote_address(),
+            claimed = claimed.0,
+            certificate = presented.as_deref().unwrap_or("?"),
+            "peer stream refused: the certificate does not belong to the node it claims to be"
+        );
+        m::connection_refused("peer_identity");
+        conn.close(
+            frame::close::NOT_AUTHORIZED.into(),
+            b"certificate does not match the claimed node id",
+        );
+        return;
+    }
     match header {
         PeerStreamHeader::Raft { from } => loop {
             match frame::read_frame_sized::<_, PeerFrame>(&mut recv, service.frame_max_bytes).await

@@ -294,6 +294,25 @@ pub fn peer_role(conn: &quinn::Connection) -> Option<PeerRole> {
     certificate_role(chain.first()?)
 }
 
+/// The common name (the name it was issued for) of the verified peer's leaf certificate.
+pub fn peer_name(conn: &quinn::Connection) -> Option<String> {
+    let identity = conn.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certificate_name(chain.first()?)
+}
+
+/// The subject CommonName of a certificate: `None` when it cannot be parsed or has not exactly
+/// one.
+pub fn certificate_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let mut names = cert.subject().iter_common_name();
+    let name = names.next()?;
+    if names.next().is_some() {
+        return None;
+    }
+    name.as_str().ok().map(str::to_owned)
+}
+
 /// The role a certificate names in its subject OrganizationalUnit: `None` when it cannot be
 /// parsed, has no OrganizationalUnit, more than one, or an unknown one.
 pub fn certificate_role(cert: &CertificateDer<'_>) -> Option<PeerRole> {
@@ -316,6 +335,16 @@ mod tests {
         let ca = certs::new_ca("test").unwrap();
         let node = certs::issue(&ca, PeerRole::Node, "n1", &[]).unwrap();
         (ca, node)
+    }
+
+    #[test]
+    fn a_certificate_is_named_after_what_it_was_issued_for() {
+        let (_, node) = node_identity();
+        let der = CertificateDer::pem_slice_iter(node.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(certificate_name(&der).as_deref(), Some("n1"));
     }
 
     #[test]

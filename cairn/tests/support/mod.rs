@@ -119,6 +119,7 @@ impl Cluster {
                     .map(|(id, addr)| PeerConfig {
                         id: *id,
                         addr: *addr,
+                        cert_name: None,
                     })
                     .collect(),
                 shards: vec![ShardConfig {
