@@ -82,6 +82,7 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| NodeError::Start(format!("creating {}: {e}", config.data_dir.display())))?;
     let engine = Engine::open(&config.data_dir)?;
+    engine.claim(id.0)?;
 
     let (events_tx, events_rx) =
         crossbeam_channel::bounded(config.limits.request_queue_max as usize);

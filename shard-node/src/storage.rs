@@ -37,6 +37,10 @@ pub const CF_META: &str = "meta";
 /// The column family of state-machine data.
 pub const CF_DATA: &str = "data";
 
+/// The key of the node id a data directory belongs to. Ten bytes long, so it never collides with
+/// a per-shard meta key (nine bytes).
+const NODE_ID_KEY: &[u8] = b"\xff\xffnode-id";
+
 const TAG_HARD_STATE: u8 = 1;
 const TAG_APPLIED: u8 = 2;
 const TAG_TRUNCATED: u8 = 3;
@@ -48,6 +52,16 @@ pub enum EngineError {
     /// RocksDB reported an error.
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// The data directory belongs to another node.
+    #[error(
+        "this data directory belongs to node {owner}, not to node {node}: check data_dir and node_id"
+    )]
+    WrongNode {
+        /// The node that owns the directory.
+        owner: u64,
+        /// The node that tried to open it.
+        node: u64,
+    },
     /// A stored record does not decode: the data directory is corrupt or from another version.
     #[error("corrupt record {what} of shard {shard}: {reason}")]
     Corrupt {
@@ -121,6 +135,32 @@ impl Engine {
             db: Arc::new(db),
             next_generation: Arc::new(AtomicU64::new(1)),
         })
+    }
+
+    /// Binds the data directory to `node_id` on first use, and refuses it afterwards to any
+    /// other node: a node started on another node's data would vote and acknowledge with that
+    /// node's history, which breaks Raft's safety.
+    pub fn claim(&self, node_id: u64) -> Result<(), EngineError> {
+        let cf = self.cf(CF_META);
+        match self.db.get_cf(cf, NODE_ID_KEY)? {
+            Some(bytes) => {
+                let owner = <[u8; 8]>::try_from(bytes.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| corrupt("node id", ShardId(0), "not 8 bytes"))?;
+                if owner != node_id {
+                    return Err(EngineError::WrongNode {
+                        owner,
+                        node: node_id,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(cf, NODE_ID_KEY, node_id.to_be_bytes());
+                self.write(batch, true)
+            }
+        }
     }
 
     /// The database, for reads.
@@ -573,5 +613,70 @@ impl Storage for GroupStorage {
             },
             data: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_belongs_to_the_node_that_first_used_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        engine.claim(1).unwrap();
+        engine.claim(1).unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path()).unwrap();
+        engine.claim(1).unwrap();
+        let err = engine.claim(2).unwrap_err();
+        assert!(
+            matches!(err, EngineError::WrongNode { owner: 1, node: 2 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("belongs to node 1"));
+    }
+
+    #[test]
+    fn the_log_survives_a_reopen_with_its_truncation_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let mut group = engine.open_group(ShardId(7), &[1, 2, 3]).unwrap();
+        let entries: Vec<Entry> = (1..=10)
+            .map(|i| Entry {
+                term: Term(1),
+                index: LogIndex(i),
+                payload: raft_core::EntryPayload::Normal(vec![i as u8]),
+            })
+            .collect();
+        let mut batch = WriteBatch::default();
+        group.append(&mut batch, &entries);
+        engine.write(batch, true).unwrap();
+        let mut batch = WriteBatch::default();
+        let applied = AppliedState {
+            index: LogIndex(6),
+            term: Term(1),
+            ..group.applied().clone()
+        };
+        group.set_applied(&mut batch, applied);
+        let compacted = group.compact(&mut batch, LogIndex(4)).unwrap();
+        engine.write(batch, true).unwrap();
+        assert_eq!(compacted, LogIndex(4));
+        drop(group);
+        drop(engine);
+
+        let engine = Engine::open(dir.path()).unwrap();
+        let group = engine.open_group(ShardId(7), &[1, 2, 3]).unwrap();
+        assert_eq!(group.first_index().unwrap(), LogIndex(5));
+        assert_eq!(group.last_index().unwrap(), LogIndex(10));
+        assert_eq!(group.term(LogIndex(4)).unwrap(), Term(1));
+        assert_eq!(group.term(LogIndex(3)), Err(StorageError::Compacted));
+        assert_eq!(group.applied().index, LogIndex(6));
+        let read = group.entries(LogIndex(5), LogIndex(11), u64::MAX).unwrap();
+        assert_eq!(read, entries[4..].to_vec());
+        assert_eq!(
+            group.entries(LogIndex(4), LogIndex(6), u64::MAX),
+            Err(StorageError::Compacted)
+        );
     }
 }
