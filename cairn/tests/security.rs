@@ -24,6 +24,17 @@ async fn closed_with(conn: &quinn::Connection) -> (u64, String) {
     }
 }
 
+/// Opens a peer stream that says it comes from node 1.
+async fn claim_to_be_node_1(conn: &quinn::Connection) {
+    let mut uni = conn.open_uni().await.unwrap();
+    let header = cairn_wire::peer::PeerStreamHeader::Raft {
+        from: raft_core::NodeId(1),
+    };
+    frame::write_frame(&mut uni, &header, frame::FRAME_MAX_BYTES_DEFAULT)
+        .await
+        .unwrap();
+}
+
 fn counter(text: &str, name: &str, reason: &str) -> f64 {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
@@ -121,16 +132,7 @@ async fn bad_frames_close_only_their_connection_and_foreign_certificates_are_ref
 
     // A client certificate may not open a peer (Raft) stream.
     let conn = endpoint::connect(&raw, target).await.unwrap();
-    let mut uni = conn.open_uni().await.unwrap();
-    frame::write_frame(
-        &mut uni,
-        &cairn_wire::peer::PeerStreamHeader::Raft {
-            from: raft_core::NodeId(1),
-        },
-        max,
-    )
-    .await
-    .unwrap();
+    claim_to_be_node_1(&conn).await;
     let (code, _) = closed_with(&conn).await;
     assert_eq!(code, u64::from(frame::close::NOT_AUTHORIZED));
 
@@ -149,16 +151,7 @@ async fn bad_frames_close_only_their_connection_and_foreign_certificates_are_ref
     .unwrap();
     let impostor_endpoint = endpoint::client(&impostor, &EndpointLimits::default()).unwrap();
     let conn = endpoint::connect(&impostor_endpoint, target).await.unwrap();
-    let mut uni = conn.open_uni().await.unwrap();
-    frame::write_frame(
-        &mut uni,
-        &cairn_wire::peer::PeerStreamHeader::Raft {
-            from: raft_core::NodeId(1),
-        },
-        max,
-    )
-    .await
-    .unwrap();
+    claim_to_be_node_1(&conn).await;
     let (code, why) = closed_with(&conn).await;
     assert_eq!(code, u64::from(frame::close::NOT_AUTHORIZED), "{why}");
     kv.set("k", "after the impostor").await.unwrap();
