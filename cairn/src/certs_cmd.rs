@@ -31,7 +31,8 @@ enum CertsCommand {
         /// The directory holding ca.pem and ca.key.
         #[arg(long)]
         dir: PathBuf,
-        /// The certificate's name (its common name and file name).
+        /// The certificate's name (its common name and file name). A node's certificate must be
+        /// named node-<id>, or what its `cert_name` in the peers' configuration says.
         #[arg(long)]
         name: String,
         /// What the certificate lets its holder be.

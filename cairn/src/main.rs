@@ -46,8 +46,8 @@ enum Command {
 /// Arguments of `cairn dev`.
 #[derive(Args)]
 pub(crate) struct DevArgs {
-    /// Where the cluster keeps its certificates, configurations and data (default: a new
-    /// directory).
+    /// Where the cluster keeps its certificates, configurations and data; reused on the next run
+    /// (default: a temporary directory, removed on exit).
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
     /// The first port; node N listens on QUIC port base+N and serves metrics on base+10+N.

@@ -263,7 +263,7 @@ impl Host {
                     Err(_) => break,
                 }
             }
-            self.catch_up_ticks();
+            let ticked = self.catch_up_ticks();
             for event in events.drain(..) {
                 if matches!(event, Event::Shutdown) {
                     info!("host loop stopping");
@@ -271,7 +271,11 @@ impl Host {
                 }
                 self.handle(event);
             }
-            self.expire_pending();
+            if ticked {
+                // Deadlines have tick granularity: scanning what waits once per tick, not on
+                // every loop iteration, keeps the scan off the write path.
+                self.expire_pending();
+            }
             self.process_ready()?;
             // After the Ready is handled, so that heartbeats just produced do not count as work.
             self.maybe_quiesce();
@@ -281,12 +285,13 @@ impl Host {
     /// Ticks every replica once per tick interval that passed since the last tick (bounded:
     /// after a long pause a couple of election timeouts are enough to expire every lease and
     /// timer).
-    fn catch_up_ticks(&mut self) {
+    /// Returns whether any tick was due.
+    fn catch_up_ticks(&mut self) -> bool {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.last_tick);
         let due = (elapsed.as_nanos() / self.tick.as_nanos().max(1)) as u64;
         if due == 0 {
-            return;
+            return false;
         }
         let cap = 2 * u64::from(self.timing.election_timeout_ticks) + 1;
         if due > cap {
@@ -320,6 +325,7 @@ impl Host {
             }
         }
         self.wake_orphaned_followers();
+        true
     }
 
     /// Puts idle groups this node leads to sleep: every replica holds the whole log, everything
@@ -495,7 +501,9 @@ impl Host {
         };
         let window = self.tick * self.timing.election_timeout_ticks;
         let now = Instant::now();
-        let conf = replica.raw.status().conf_state;
+        // The configuration in force is the applied one (the core adopts a change when it is
+        // applied); reading it from storage avoids building a whole status per write.
+        let conf = &replica.raw.storage().applied().conf_state;
         let alive = |id: &NodeId| {
             *id == self.id
                 || self
@@ -700,24 +708,10 @@ impl Host {
         let now = Instant::now();
         let mut retry = Vec::new();
         for (shard, replica) in &mut self.replicas {
-            let expired: Vec<LogIndex> = replica
-                .writes
-                .iter()
-                .filter(|(_, w)| w.deadline <= now)
-                .map(|(i, _)| *i)
-                .collect();
-            for index in expired {
-                let w = replica.writes.remove(&index).expect("listed above");
+            for w in take_expired(&mut replica.writes, |w| w.deadline <= now) {
                 let _ = w.reply.send(Err(ApiError::NoQuorum { proposed: true }));
             }
-            let expired: Vec<u64> = replica
-                .reads
-                .iter()
-                .filter(|(_, r)| r.deadline <= now)
-                .map(|(c, _)| *c)
-                .collect();
-            for context in expired {
-                let r = replica.reads.remove(&context).expect("listed above");
+            for r in take_expired(&mut replica.reads, |r| r.deadline <= now) {
                 let _ = r.reply.send(Err(ApiError::NoQuorum { proposed: false }));
             }
             for read in replica.deferred_reads.drain(..) {
@@ -1001,6 +995,19 @@ impl Host {
         }
         Ok(())
     }
+}
+
+/// Removes and returns the values of `map` for which `expired` holds.
+fn take_expired<K: Ord + Copy, V>(
+    map: &mut BTreeMap<K, V>,
+    expired: impl Fn(&V) -> bool,
+) -> Vec<V> {
+    let keys: Vec<K> = map
+        .iter()
+        .filter(|(_, v)| expired(v))
+        .map(|(k, _)| *k)
+        .collect();
+    keys.into_iter().filter_map(|k| map.remove(&k)).collect()
 }
 
 fn decode_generation(data: &[u8]) -> u64 {
