@@ -32,7 +32,7 @@ enum CertsCommand {
         #[arg(long)]
         dir: PathBuf,
         /// The certificate's name (its common name and file name). A node's certificate must be
-        /// named node-<id>, or what its `cert_name` in the peers' configuration says.
+        /// named node-ID (ID: the node id), or as its `cert_name` in the peers' configuration says.
         #[arg(long)]
         name: String,
         /// What the certificate lets its holder be.
