@@ -221,6 +221,7 @@ async fn a_lone_replica_fails_writes_fast_and_still_serves_any_reads() {
         let request = Request::Write {
             shard: SHARD,
             namespace: ns("alone"),
+            epoch: None,
             op: WriteOp::Set {
                 key: b"k".to_vec(),
                 value: format!("lost{attempt}").into_bytes(),

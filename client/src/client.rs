@@ -76,6 +76,12 @@ impl Client {
         NamespaceClient::new(self.clone(), shard, namespace, Some(addr))
     }
 
+    /// A handle on a namespace served through a router: the client's nodes are routers, and
+    /// every request names the namespace only.
+    pub fn routed(&self, namespace: Namespace) -> NamespaceClient {
+        NamespaceClient::routed(self.clone(), namespace)
+    }
+
     /// The leader of `shard` this client would send a write to now, if it knows one.
     pub fn cached_leader(&self, shard: ShardId) -> Option<SocketAddr> {
         self.inner
@@ -196,7 +202,11 @@ impl Client {
             | Request::Write { shard, .. }
             | Request::WhoLeader { shard }
             | Request::CompactLog { shard } => Some(*shard),
-            Request::Status => None,
+            Request::Status
+            | Request::RoutedRead { .. }
+            | Request::RoutedWrite { .. }
+            | Request::CreateReplica { .. }
+            | Request::Manager(_) => None,
         };
         let config = &self.inner.config;
         let mut plan = RetryPlan::new(kind, config.nodes.clone(), config.max_leader_hops);
@@ -306,6 +316,8 @@ pub(crate) fn response_kind(response: &Response) -> &'static str {
         Response::Leader(_) => "a leader",
         Response::Status(_) => "a status",
         Response::Compacted { .. } => "a compaction",
+        Response::Done => "done",
+        Response::Manager(_) => "a manager answer",
         Response::Error(_) => "an error",
     }
 }

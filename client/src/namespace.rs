@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use cairn_wire::api::{
-    Consistency, KeyRange, Namespace, ReadOp, ReadResult, Request, Response, ShardId, Step,
-    WriteOp, WriteResult,
+    Consistency, Epoch, KeyRange, Namespace, ReadOp, ReadResult, Request, Response, ShardId,
+    Step, WriteOp, WriteResult,
 };
 use raft_core::LogIndex;
 
@@ -59,6 +59,10 @@ pub struct NamespaceClient {
     shard: ShardId,
     namespace: Namespace,
     pinned: Option<SocketAddr>,
+    /// The epoch requests carry (shards created by the manager require it).
+    epoch: Option<Epoch>,
+    /// Requests go to a router, addressed by namespace only.
+    routed: bool,
 }
 
 impl NamespaceClient {
@@ -73,7 +77,25 @@ impl NamespaceClient {
             shard,
             namespace,
             pinned,
+            epoch: None,
+            routed: false,
         }
+    }
+
+    /// A handle whose requests go to a router (the client's nodes), addressed by namespace
+    /// only: the router finds the shard and its leader.
+    pub(crate) fn routed(client: Client, namespace: Namespace) -> Self {
+        Self {
+            routed: true,
+            ..Self::new(client, ShardId(0), namespace, None)
+        }
+    }
+
+    /// The same namespace, with every request carrying `epoch` (the epoch the manager assigned
+    /// the namespace to the shard at).
+    pub fn with_epoch(mut self, epoch: Epoch) -> Self {
+        self.epoch = Some(epoch);
+        self
     }
 
     /// The shard.
@@ -103,11 +125,20 @@ impl NamespaceClient {
         op: ReadOp,
         consistency: Consistency,
     ) -> Result<Read<ReadResult>, Error> {
-        let request = Request::Read {
-            shard: self.shard,
-            namespace: self.namespace.clone(),
-            consistency,
-            op,
+        let request = if self.routed {
+            Request::RoutedRead {
+                namespace: self.namespace.clone(),
+                consistency,
+                op,
+            }
+        } else {
+            Request::Read {
+                shard: self.shard,
+                namespace: self.namespace.clone(),
+                epoch: self.epoch,
+                consistency,
+                op,
+            }
         };
         match self.client.send(self.pinned, request).await? {
             Response::Read { result, applied } => Ok(Read {
@@ -120,10 +151,18 @@ impl NamespaceClient {
 
     /// Runs any write operation.
     pub async fn write(&self, op: WriteOp) -> Result<Written<WriteResult>, Error> {
-        let request = Request::Write {
-            shard: self.shard,
-            namespace: self.namespace.clone(),
-            op,
+        let request = if self.routed {
+            Request::RoutedWrite {
+                namespace: self.namespace.clone(),
+                op,
+            }
+        } else {
+            Request::Write {
+                shard: self.shard,
+                namespace: self.namespace.clone(),
+                epoch: self.epoch,
+                op,
+            }
         };
         match self.client.send(self.pinned, request).await? {
             Response::Write { index, result } => Ok(Written {
@@ -432,6 +471,9 @@ fn read_result_kind(result: &ReadResult) -> &'static str {
         ReadResult::Keys(_) => "keys",
         ReadResult::Entries(_) => "entries",
         ReadResult::Count(_) => "a count",
+        ReadResult::Manifests(_) => "manifests",
+        ReadResult::Objects { .. } => "object names",
+        ReadResult::Stats(_) => "statistics",
     }
 }
 

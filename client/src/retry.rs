@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cairn_wire::api::{ApiError, Consistency, Request, Response};
+use cairn_wire::catalog::ManagerRequest;
 
 use crate::Error;
 
@@ -40,7 +41,25 @@ impl CallKind {
                 consistency: Consistency::Consistent,
                 ..
             } => Self::ConsistentRead,
-            Request::Read { .. }
+            Request::RoutedWrite { .. } => Self::Write,
+            Request::RoutedRead { .. } => Self::LooseRead,
+            Request::Manager(m) => match m {
+                // Changes of the catalog: an unknown outcome must be reported, not repeated.
+                ManagerRequest::CreateNamespace { .. } | ManagerRequest::DeleteNamespace { .. } => {
+                    Self::Write
+                }
+                // Only the manager leader answers, and repeating them is harmless.
+                ManagerRequest::Heartbeat(_)
+                | ManagerRequest::ListNamespaces
+                | ManagerRequest::ShowNamespace { .. }
+                | ManagerRequest::ListShards
+                | ManagerRequest::ListHosts
+                | ManagerRequest::Routing
+                | ManagerRequest::Watch => Self::ConsistentRead,
+            },
+            // Idempotent: repeating it is harmless.
+            Request::CreateReplica { .. }
+            | Request::Read { .. }
             | Request::WhoLeader { .. }
             | Request::Status
             | Request::CompactLog { .. } => Self::LooseRead,
@@ -262,10 +281,21 @@ impl RetryPlan {
                 CallKind::ConsistentRead | CallKind::LooseRead => self.retry_next(),
             },
             // Answers decided by the request itself: another node would say the same.
+            // Answers decided by the request itself, or by the catalog: another node would say
+            // the same (a router refreshes its route on WrongShard itself, before answering).
             ApiError::NotFound { .. }
             | ApiError::AssertionFailed { .. }
             | ApiError::TooLarge { .. }
-            | ApiError::InvalidArgument(_) => Decision::Fail(Error::Api(e)),
+            | ApiError::InvalidArgument(_)
+            | ApiError::WrongShard { .. }
+            | ApiError::UnknownNamespace(_)
+            | ApiError::NamespaceExists(_)
+            | ApiError::InvalidManifest(_)
+            | ApiError::ObjectExists { .. }
+            | ApiError::ObjectChanged { .. }
+            | ApiError::ObjectNotFound { .. }
+            | ApiError::Unavailable(_)
+            | ApiError::NotAuthorized(_) => Decision::Fail(Error::Api(e)),
         }
     }
 

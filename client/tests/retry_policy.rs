@@ -358,6 +358,7 @@ fn call_kinds_follow_the_request() {
     let read = |consistency| Request::Read {
         shard: ShardId(1),
         namespace: ns.clone(),
+        epoch: None,
         consistency,
         op: ReadOp::Count { prefix: vec![] },
     };
@@ -373,6 +374,7 @@ fn call_kinds_follow_the_request() {
     let write = Request::Write {
         shard: ShardId(1),
         namespace: ns.clone(),
+        epoch: None,
         op: WriteOp::Nop,
     };
     assert_eq!(CallKind::of(&write), CallKind::Write);

@@ -17,9 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use cairn_wire::api::{
-    ApiError, LeaderHint, Namespace, ReplicaStatus, ShardId, WriteOp, WriteResult,
-};
+use cairn_wire::api::{ApiError, LeaderHint, ReplicaStatus, ShardId, WriteResult};
 use cairn_wire::peer::{PeerFrame, QuiescedShard, ShardMessage, SnapshotHeader};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use raft_core::{
@@ -27,24 +25,14 @@ use raft_core::{
     Ready, Role, Snapshot, Storage, Term,
 };
 use rocksdb::WriteBatch;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{NodeConfig, RaftTiming};
-use crate::kv;
+use crate::nsm::{self, Command};
 use crate::metrics as m;
 use crate::storage::{AppliedState, Engine, GroupStorage};
 use crate::transport::Outbox;
-
-/// What a client write carries through the log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Command {
-    /// The namespace.
-    pub namespace: Namespace,
-    /// The operation.
-    pub op: WriteOp,
-}
 
 /// The answer to a write: the index it was applied at and its result.
 pub type WriteOutcome = Result<(LogIndex, WriteResult), ApiError>;
@@ -919,11 +907,11 @@ impl Host {
             let result = match &entry.payload {
                 EntryPayload::Empty => Ok(WriteResult::Done),
                 EntryPayload::Normal(data) => match postcard::from_bytes::<Command>(data) {
-                    Ok(command) => match kv::apply_write(
+                    Ok(command) => match nsm::apply(
                         engine.db(),
                         &space,
-                        &command.namespace,
-                        &command.op,
+                        false,
+                        &command,
                         &mut batch,
                     ) {
                         // Reading the state failed: applying anything now would make this

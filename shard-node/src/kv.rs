@@ -71,6 +71,10 @@ impl Default for KvLimits {
 pub fn validate_write(op: &WriteOp, limits: &KvLimits) -> Result<(), ApiError> {
     let mut request = RequestSize::new(limits);
     match op {
+        WriteOp::PutManifest { .. }
+        | WriteOp::DeleteManifest { .. }
+        | WriteOp::AdoptNamespace
+        | WriteOp::DropNamespace => return Err(not_kv(op.name())),
         WriteOp::Set { key, value } => {
             request.key(key)?;
             request.value(value)?;
@@ -155,6 +159,9 @@ fn validate_step(step: &Step, request: &mut RequestSize<'_>) -> Result<(), ApiEr
 pub fn validate_read(op: &ReadOp, limits: &KvLimits) -> Result<(), ApiError> {
     let mut request = RequestSize::new(limits);
     match op {
+        ReadOp::GetManifests { .. } | ReadOp::ListObjects { .. } | ReadOp::NamespaceStats => {
+            Err(not_kv(op.name()))
+        }
         ReadOp::Get { key } | ReadOp::Exists { key } => request.key(key),
         ReadOp::MultiGet { keys } | ReadOp::MultiGetOption { keys } => {
             if keys.len() > limits.multi_get_keys_max as usize {
@@ -410,6 +417,9 @@ pub fn read(
 ) -> Result<ReadResult, ApiError> {
     let mut response = ResponseSize::new(limits);
     match op {
+        ReadOp::GetManifests { .. } | ReadOp::ListObjects { .. } | ReadOp::NamespaceStats => {
+            Err(not_kv(op.name()))
+        }
         ReadOp::Get { key } => {
             let value = view
                 .get(&space.data_key(ns, key))?
@@ -617,6 +627,10 @@ pub fn apply_write(
     let cf = data_cf(db)?;
     let mut state = Overlay::new(db, cf, space, ns);
     let result = match op {
+        WriteOp::PutManifest { .. }
+        | WriteOp::DeleteManifest { .. }
+        | WriteOp::AdoptNamespace
+        | WriteOp::DropNamespace => return Err(not_kv(op.name())),
         WriteOp::Set { key, value } => {
             state.write(key, Some(value.as_slice()));
             WriteResult::Done
@@ -1853,4 +1867,10 @@ mod tests {
             Err(ApiError::Internal(_))
         ));
     }
+}
+
+/// The error for an operation that is not a key-value one (the namespace state machine handles
+/// those before calling this module).
+fn not_kv(op: &str) -> ApiError {
+    ApiError::InvalidArgument(format!("{op} is not a key-value operation"))
 }

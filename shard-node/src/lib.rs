@@ -16,6 +16,7 @@ pub mod host;
 pub mod keys;
 pub mod kv;
 pub mod metrics;
+pub mod nsm;
 pub mod server;
 pub mod snapshot;
 pub mod storage;

@@ -135,17 +135,5 @@ pub fn request(op: &'static str, outcome: &'static str, elapsed: Duration) {
 
 /// The outcome label of a request.
 pub fn outcome(error: Option<&ApiError>) -> &'static str {
-    match error {
-        None => "ok",
-        Some(ApiError::NotLeader { .. }) => "not_leader",
-        Some(ApiError::NoQuorum { .. }) => "no_quorum",
-        Some(ApiError::AssertionFailed { .. }) => "assertion_failed",
-        Some(ApiError::NotFound { .. }) => "not_found",
-        Some(ApiError::TooLarge { .. }) => "too_large",
-        Some(ApiError::InconsistentRead { .. }) => "inconsistent_read",
-        Some(ApiError::InvalidArgument(_)) => "invalid_argument",
-        Some(ApiError::UnknownShard(_)) => "unknown_shard",
-        Some(ApiError::Busy(_)) => "busy",
-        Some(ApiError::Internal(_)) => "internal",
-    }
+    error.map_or("ok", ApiError::kind)
 }

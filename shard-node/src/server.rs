@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cairn_wire::api::{
-    ApiError, Consistency, Namespace, ReadOp, ReadResult, Request, Response, ShardId,
+    ApiError, Consistency, Epoch, Namespace, ReadOp, ReadResult, Request, Response, ShardId,
 };
 use cairn_wire::frame::{self, FrameError};
 use cairn_wire::peer::{PeerFrame, PeerStreamHeader};
@@ -21,9 +21,10 @@ use raft_core::{LogIndex, NodeId};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
-use crate::host::{AppliedWatches, Command, Event};
+use crate::host::{AppliedWatches, Event};
 use crate::keys::KeySpace;
 use crate::kv::{self, KvLimits};
+use crate::nsm::{self, Command};
 use crate::metrics as m;
 use crate::snapshot;
 use crate::storage::Engine;
@@ -252,15 +253,21 @@ impl Service {
     }
 
     async fn dispatch(&self, request: Request) -> Result<Response, ApiError> {
+        let request_name = request.name();
         match request {
             Request::Write {
                 shard,
                 namespace,
+                epoch,
                 op,
             } => {
-                kv::validate_write(&op, &self.limits)?;
+                nsm::validate_write(&op, &self.limits)?;
                 self.known(shard)?;
-                let command = Command { namespace, op };
+                let command = Command {
+                    namespace,
+                    epoch,
+                    op,
+                };
                 let (index, result) = self
                     .ask(
                         |reply| Event::Write {
@@ -279,11 +286,14 @@ impl Service {
             Request::Read {
                 shard,
                 namespace,
+                epoch,
                 consistency,
                 op,
             } => {
-                kv::validate_read(&op, &self.limits)?;
-                let (result, applied) = self.read(shard, namespace, consistency, op).await?;
+                nsm::validate_read(&op, &self.limits)?;
+                let (result, applied) = self
+                    .read(shard, namespace, epoch, consistency, op)
+                    .await?;
                 Ok(Response::Read { result, applied })
             }
             Request::WhoLeader { shard } => {
@@ -316,6 +326,16 @@ impl Service {
                     .await??;
                 Ok(Response::Compacted { compacted_to })
             }
+            Request::RoutedRead { .. } | Request::RoutedWrite { .. } => {
+                Err(ApiError::InvalidArgument(
+                    "a shard node serves requests addressed to a shard; send namespace-addressed \
+                     requests to a router"
+                        .into(),
+                ))
+            }
+            Request::CreateReplica { .. } | Request::Manager(_) => Err(ApiError::InvalidArgument(
+                format!("{} is not served by this node", request_name),
+            )),
         }
     }
 
@@ -353,6 +373,7 @@ impl Service {
         &self,
         shard: ShardId,
         namespace: Namespace,
+        epoch: Option<Epoch>,
         consistency: Consistency,
         op: ReadOp,
     ) -> Result<(ReadResult, LogIndex), ApiError> {
@@ -393,7 +414,7 @@ impl Service {
         let engine = self.engine.clone();
         let limits = self.limits.clone();
         tokio::task::spawn_blocking(move || {
-            read_at(&engine, shard, &namespace, &op, &limits, required)
+            read_at(&engine, shard, &namespace, epoch, &op, &limits, required)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("read task: {e}")))?
@@ -405,6 +426,7 @@ fn read_at(
     engine: &Engine,
     shard: ShardId,
     namespace: &Namespace,
+    epoch: Option<Epoch>,
     op: &ReadOp,
     limits: &KvLimits,
     required: LogIndex,
@@ -423,6 +445,6 @@ fn read_at(
         shard,
         generation: applied.generation,
     };
-    let result = kv::read(&view, &space, namespace, op, limits)?;
+    let result = nsm::read(&view, &space, false, namespace, epoch, op, limits)?;
     Ok((result, applied.index))
 }

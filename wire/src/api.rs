@@ -11,6 +11,9 @@ use std::ops::Bound;
 use raft_core::{LogIndex, NodeId, Role, Term};
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::{ManagerRequest, ManagerResponse};
+use crate::manifest::{Manifest, NamespaceStats, PutMode};
+
 /// Identifies a shard: one Raft group. Raft messages between hosts carry it.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -21,6 +24,30 @@ impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
     }
+}
+
+/// The version of a namespace's assignment to a shard. The manager gives a namespace a new,
+/// higher epoch whenever its assignment changes (created, moved, deleted); every request a router
+/// sends carries the epoch it routed by, and a shard serves it only when that is the epoch it
+/// owns the namespace at (otherwise [`ApiError::WrongShard`]).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A replica of a shard: the node that holds it and where that node listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaAddr {
+    /// The node.
+    pub node: NodeId,
+    /// Its QUIC address (`host:port`).
+    pub addr: String,
 }
 
 /// The longest namespace name, in bytes.
@@ -172,6 +199,23 @@ pub enum ReadOp {
         #[serde(with = "serde_bytes")]
         prefix: Vec<u8>,
     },
+    /// The manifests of objects, in the order asked, `None` for the missing ones.
+    GetManifests {
+        /// The object names.
+        names: Vec<String>,
+    },
+    /// Object names in ascending byte order: those starting with `prefix`, after `start_after`,
+    /// at most `limit` (the answer says whether more follow).
+    ListObjects {
+        /// Only names starting with this (empty: all).
+        prefix: String,
+        /// Only names after this one (pagination: the last name of the previous page).
+        start_after: Option<String>,
+        /// At most this many names.
+        limit: u32,
+    },
+    /// The namespace's object count and logical size.
+    NamespaceStats,
 }
 
 impl ReadOp {
@@ -187,6 +231,9 @@ impl ReadOp {
             Self::RevRangeEntries(_) => "rev_range_entries",
             Self::PrefixKeys { .. } => "prefix_keys",
             Self::Count { .. } => "count",
+            Self::GetManifests { .. } => "get_manifests",
+            Self::ListObjects { .. } => "list_objects",
+            Self::NamespaceStats => "namespace_stats",
         }
     }
 }
@@ -208,6 +255,17 @@ pub enum ReadResult {
     Entries(#[serde(with = "crate::bytes::pairs")] Vec<(Vec<u8>, Vec<u8>)>),
     /// The answer of [`ReadOp::Count`].
     Count(u64),
+    /// The answer of [`ReadOp::GetManifests`].
+    Manifests(Vec<Option<Manifest>>),
+    /// The answer of [`ReadOp::ListObjects`].
+    Objects {
+        /// The names, ascending.
+        names: Vec<String>,
+        /// Whether more names follow (ask again with `start_after` the last name).
+        more: bool,
+    },
+    /// The answer of [`ReadOp::NamespaceStats`].
+    Stats(NamespaceStats),
 }
 
 /// One step of an atomic [`WriteOp::Sequence`]. Steps see the effects of the steps before them;
@@ -327,6 +385,25 @@ pub enum WriteOp {
     },
     /// A no-op through the log: a barrier that returns once the shard can make progress.
     Nop,
+    /// Store an object's manifest, under a condition.
+    PutManifest {
+        /// The manifest (its name is the object's name).
+        manifest: Manifest,
+        /// The condition.
+        mode: PutMode,
+    },
+    /// Delete an object's manifest; [`ApiError::ObjectNotFound`] when absent.
+    DeleteManifest {
+        /// The object name.
+        name: String,
+    },
+    /// The manager assigns the namespace to this shard at the request's epoch: from now on the
+    /// shard serves it at that epoch. Idempotent; refused for an epoch older than one the shard
+    /// has already seen for the namespace. Only nodes (the manager) may send it.
+    AdoptNamespace,
+    /// The manager deletes the namespace from this shard: all its keys, manifests and
+    /// statistics go, and the shard no longer serves it. Idempotent. Only nodes may send it.
+    DropNamespace,
 }
 
 impl WriteOp {
@@ -340,6 +417,10 @@ impl WriteOp {
             Self::DeletePrefix { .. } => "delete_prefix",
             Self::Sequence { .. } => "sequence",
             Self::Nop => "nop",
+            Self::PutManifest { .. } => "put_manifest",
+            Self::DeleteManifest { .. } => "delete_manifest",
+            Self::AdoptNamespace => "adopt_namespace",
+            Self::DropNamespace => "drop_namespace",
         }
     }
 }
@@ -351,8 +432,15 @@ pub enum WriteResult {
     Done,
     /// Test-and-set: the value after the operation. Replace: the value before it.
     Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
-    /// Delete-prefix: how many keys were deleted.
+    /// Delete-prefix, drop-namespace: how many keys were deleted.
     Count(u64),
+}
+
+impl WriteOp {
+    /// Whether only nodes (the manager) may send this operation.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Self::AdoptNamespace | Self::DropNamespace)
+    }
 }
 
 /// Where the leader is, as far as the answering node knows.
@@ -402,6 +490,9 @@ pub enum Request {
         shard: ShardId,
         /// The namespace.
         namespace: Namespace,
+        /// The epoch the namespace was routed by: required by shards the manager created,
+        /// absent for shards declared in a node's configuration.
+        epoch: Option<Epoch>,
         /// How fresh the answer must be.
         consistency: Consistency,
         /// The operation.
@@ -413,9 +504,37 @@ pub enum Request {
         shard: ShardId,
         /// The namespace.
         namespace: Namespace,
+        /// The epoch the namespace was routed by (see [`Request::Read`]).
+        epoch: Option<Epoch>,
         /// The operation.
         op: WriteOp,
     },
+    /// A read addressed by namespace only: a router finds the shard (nodes refuse it).
+    RoutedRead {
+        /// The namespace.
+        namespace: Namespace,
+        /// How fresh the answer must be.
+        consistency: Consistency,
+        /// The operation.
+        op: ReadOp,
+    },
+    /// A write addressed by namespace only: a router finds the shard (nodes refuse it).
+    RoutedWrite {
+        /// The namespace.
+        namespace: Namespace,
+        /// The operation.
+        op: WriteOp,
+    },
+    /// The manager asks a node to host a replica of a new shard with these voters. Idempotent:
+    /// a node that already hosts the shard answers [`Response::Done`]. Only nodes may send it.
+    CreateReplica {
+        /// The shard.
+        shard: ShardId,
+        /// Every replica of the shard (this node among them).
+        replicas: Vec<ReplicaAddr>,
+    },
+    /// A request to the manager (or to a router, which forwards it).
+    Manager(ManagerRequest),
     /// Who leads the shard, as this node knows it.
     WhoLeader {
         /// The shard.
@@ -440,6 +559,10 @@ impl Request {
             Self::WhoLeader { .. } => "who_leader",
             Self::Status => "status",
             Self::CompactLog { .. } => "compact_log",
+            Self::RoutedRead { op, .. } => op.name(),
+            Self::RoutedWrite { op, .. } => op.name(),
+            Self::CreateReplica { .. } => "create_replica",
+            Self::Manager(request) => request.name(),
         }
     }
 }
@@ -470,6 +593,10 @@ pub enum Response {
         /// The last index removed from the log.
         compacted_to: LogIndex,
     },
+    /// Done, nothing to report ([`Request::CreateReplica`]).
+    Done,
+    /// The manager's answer.
+    Manager(ManagerResponse),
     /// The request failed.
     Error(ApiError),
 }
@@ -539,9 +666,83 @@ pub enum ApiError {
     /// The node failed in a way the client cannot fix (storage error, shutting down).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The shard does not serve the namespace at the epoch the request was routed by: the
+    /// namespace lives elsewhere, moved, or was deleted. `epoch` is the epoch this shard owns it
+    /// at, if any. Nothing was done; the router refreshes its route and retries.
+    #[error("wrong shard: shard {shard} does not serve namespace {namespace} at that epoch ({})", match .epoch { Some(e) => format!("it owns it at epoch {e}"), None => "it does not own it".to_string() })]
+    WrongShard {
+        /// The shard that answered.
+        shard: ShardId,
+        /// The namespace.
+        namespace: Namespace,
+        /// The epoch it owns the namespace at.
+        epoch: Option<Epoch>,
+    },
+    /// No such namespace (or it is being created or deleted).
+    #[error("namespace {0} does not exist")]
+    UnknownNamespace(Namespace),
+    /// A namespace of that name exists already.
+    #[error("namespace {0} exists already")]
+    NamespaceExists(Namespace),
+    /// A manifest that does not describe a readable object; the reason says why.
+    #[error("invalid manifest: {0}")]
+    InvalidManifest(String),
+    /// A must-not-exist put found the object.
+    #[error("object {name:?} exists already")]
+    ObjectExists {
+        /// The object name.
+        name: String,
+    },
+    /// A must-replace put found another object id (or no object).
+    #[error("object {name:?} {}", match .current { Some(id) => format!("has object id {}, not the one to replace", show_key(id)), None => "does not exist".to_string() })]
+    ObjectChanged {
+        /// The object name.
+        name: String,
+        /// The object id it has now, if it exists.
+        #[serde(with = "serde_bytes")]
+        current: Option<Vec<u8>>,
+    },
+    /// No object of that name.
+    #[error("object {name:?} not found")]
+    ObjectNotFound {
+        /// The object name.
+        name: String,
+    },
+    /// The service cannot do this now (for example: too few hosts up to place a new shard's
+    /// replicas); nothing was done.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The caller's certificate does not allow this request.
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
 }
 
 impl ApiError {
+    /// A short, stable name of the error kind (a metric label, a log field).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotLeader { .. } => "not_leader",
+            Self::NoQuorum { .. } => "no_quorum",
+            Self::AssertionFailed { .. } => "assertion_failed",
+            Self::NotFound { .. } => "not_found",
+            Self::TooLarge { .. } => "too_large",
+            Self::InconsistentRead { .. } => "inconsistent_read",
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::UnknownShard(_) => "unknown_shard",
+            Self::Busy(_) => "busy",
+            Self::Internal(_) => "internal",
+            Self::WrongShard { .. } => "wrong_shard",
+            Self::UnknownNamespace(_) => "unknown_namespace",
+            Self::NamespaceExists(_) => "namespace_exists",
+            Self::InvalidManifest(_) => "invalid_manifest",
+            Self::ObjectExists { .. } => "object_exists",
+            Self::ObjectChanged { .. } => "object_changed",
+            Self::ObjectNotFound { .. } => "object_not_found",
+            Self::Unavailable(_) => "unavailable",
+            Self::NotAuthorized(_) => "not_authorized",
+        }
+    }
+
     /// Whether the request certainly had no effect, so that retrying it elsewhere is safe.
     pub fn nothing_done(&self) -> bool {
         match self {
@@ -551,10 +752,20 @@ impl ApiError {
             | Self::UnknownShard(_)
             | Self::Busy(_)
             | Self::TooLarge { .. }
-            | Self::InvalidArgument(_) => true,
+            | Self::InvalidArgument(_)
+            | Self::WrongShard { .. }
+            | Self::UnknownNamespace(_)
+            | Self::InvalidManifest(_)
+            | Self::Unavailable(_)
+            | Self::NotAuthorized(_) => true,
             // Assertion failures and missing keys are outcomes of an applied entry: nothing
             // changed, but it was decided by the log; retrying gives the same answer.
-            Self::AssertionFailed { .. } | Self::NotFound { .. } => true,
+            Self::AssertionFailed { .. }
+            | Self::NotFound { .. }
+            | Self::NamespaceExists(_)
+            | Self::ObjectExists { .. }
+            | Self::ObjectChanged { .. }
+            | Self::ObjectNotFound { .. } => true,
             Self::Internal(_) => false,
         }
     }
