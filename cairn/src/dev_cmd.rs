@@ -62,6 +62,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             }],
             raft: Default::default(),
             limits: Default::default(),
+            site: "default".into(),
+            capacity_replicas: 1000,
+            manager: None,
         };
         config.validate()?;
         let path = dir.join(format!("node-{id}.toml"));

@@ -283,6 +283,7 @@ async fn every_call_every_consistency_level_and_every_error() {
     let write = Request::Write {
         shard: SHARD,
         namespace: ns("api"),
+        epoch: None,
         op: WriteOp::Set {
             key: b"x".to_vec(),
             value: b"y".to_vec(),

@@ -39,6 +39,40 @@ pub struct NodeConfig {
     /// Size limits of requests and responses.
     #[serde(default)]
     pub limits: Limits,
+    /// The site (datacenter) this node is in; the manager spreads a shard's replicas over
+    /// sites. Default `default`.
+    #[serde(default = "default_site")]
+    pub site: String,
+    /// How many shard replicas the manager may place on this node. Default 1000.
+    #[serde(default = "default_capacity")]
+    pub capacity_replicas: u32,
+    /// The managers this node registers with and heartbeats to. Absent: a standalone node that
+    /// serves only the shards of its configuration.
+    #[serde(default)]
+    pub manager: Option<ManagerLink>,
+}
+
+fn default_site() -> String {
+    "default".into()
+}
+
+fn default_capacity() -> u32 {
+    1000
+}
+
+/// How a node reaches the managers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerLink {
+    /// Every manager's address (the node finds the leader).
+    pub addrs: Vec<SocketAddr>,
+    /// How often the node heartbeats. Default 1000 ms.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_interval_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1000
 }
 
 /// A node of the cluster.
@@ -215,6 +249,15 @@ impl NodeConfig {
                     "shard {}: replica {unknown} is not in peers",
                     shard.id
                 ));
+            }
+        }
+        cairn_wire::catalog::validate_site(&self.site).map_err(ConfigError)?;
+        if let Some(manager) = &self.manager {
+            if manager.addrs.is_empty() {
+                return fail("manager: addrs must list at least one manager".into());
+            }
+            if manager.heartbeat_interval_ms == 0 {
+                return fail("manager: heartbeat_interval_ms must be > 0".into());
             }
         }
         let r = &self.raft;

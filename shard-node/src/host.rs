@@ -15,9 +15,11 @@
 //! the disk and continuing could acknowledge a write that is not durable.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use cairn_wire::api::{ApiError, LeaderHint, ReplicaStatus, ShardId, WriteResult};
+use cairn_wire::api::{ApiError, LeaderHint, ReplicaAddr, ReplicaStatus, ShardId, WriteResult};
 use cairn_wire::peer::{PeerFrame, QuiescedShard, ShardMessage, SnapshotHeader};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use raft_core::{
@@ -31,7 +33,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{NodeConfig, RaftTiming};
 use crate::nsm::{self, Command};
 use crate::metrics as m;
-use crate::storage::{AppliedState, Engine, GroupStorage};
+use crate::storage::{AppliedState, Engine, GroupRecord, GroupStorage};
 use crate::transport::Outbox;
 
 /// The answer to a write: the index it was applied at and its result.
@@ -95,6 +97,15 @@ pub enum Event {
         /// The peer.
         to: NodeId,
     },
+    /// Host a replica of a new shard (the manager asks).
+    CreateReplica {
+        /// The shard.
+        shard: ShardId,
+        /// Every replica of it.
+        replicas: Vec<ReplicaAddr>,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
     /// Stop the loop.
     Shutdown,
 }
@@ -142,6 +153,7 @@ pub struct Host {
     id: NodeId,
     engine: Engine,
     replicas: BTreeMap<ShardId, Replica>,
+    handles: ReplicaHandles,
     events: Receiver<Event>,
     outbox: Outbox,
     /// Where each node's clients connect.
@@ -154,79 +166,179 @@ pub struct Host {
     ticks_total: u64,
 }
 
-/// Receivers of each replica's applied index, for readers waiting to catch up.
-pub type AppliedWatches = BTreeMap<ShardId, watch::Receiver<LogIndex>>;
+/// What request handlers need to know of a replica without asking the host loop.
+#[derive(Clone, Debug)]
+pub struct ReplicaHandle {
+    /// Its applied index, for readers waiting to catch up.
+    pub applied: watch::Receiver<LogIndex>,
+    /// Whether the shard enforces namespace ownership (see [`crate::nsm`]).
+    pub managed: bool,
+}
+
+/// The replicas this host holds, shared with the request handlers; the host loop adds one when
+/// the manager creates a shard.
+pub type ReplicaHandles = Arc<RwLock<BTreeMap<ShardId, ReplicaHandle>>>;
 
 impl Host {
-    /// Opens every configured replica (bootstrapping new ones).
+    /// Opens every replica of the configuration and every replica created at runtime before
+    /// (bootstrapping new ones).
     pub fn new(
         config: &NodeConfig,
         engine: Engine,
         events: Receiver<Event>,
         outbox: Outbox,
-    ) -> Result<(Self, AppliedWatches), crate::NodeError> {
-        let id = config.id();
-        let mut replicas = BTreeMap::new();
-        let mut watches = BTreeMap::new();
-        for shard in &config.shards {
-            let shard_id = ShardId(shard.id);
-            let storage = engine.open_group(shard_id, &shard.replicas)?;
-            let applied = storage.applied().index;
-            let mut raft_config = Config::new(id.0);
-            raft_config.election_timeout_ticks = config.raft.election_timeout_ticks;
-            raft_config.heartbeat_interval_ticks = config.raft.heartbeat_interval_ticks;
-            raft_config.lease_duration_ticks = config.raft.lease_ticks;
-            raft_config.applied = applied;
-            // Different seeds per process start: randomized election timeouts must differ.
-            raft_config.seed = rand::random();
-            let raw = RawNode::new(raft_config, storage).map_err(|e| {
-                crate::NodeError::Start(format!(
-                    "shard {shard_id}: raft core refused to start: {e}"
-                ))
-            })?;
-            let (applied_tx, applied_rx) = watch::channel(applied);
-            watches.insert(shard_id, applied_rx);
-            info!(shard = shard_id.0, applied = applied.0, "replica opened");
-            replicas.insert(
-                shard_id,
-                Replica {
-                    raw,
-                    writes: BTreeMap::new(),
-                    reads: BTreeMap::new(),
-                    deferred_reads: Vec::new(),
-                    next_read_context: 1,
-                    applied_tx,
-                    staged: None,
-                    snapshots_in_flight: BTreeSet::new(),
-                    last_leader: NodeId::NONE,
-                    quiesced_since: None,
-                    idle_ticks: 0,
-                    idle_commit: LogIndex::ZERO,
-                },
-            );
-        }
+    ) -> Result<(Self, ReplicaHandles), crate::NodeError> {
         let addrs = config
             .peers
             .iter()
             .map(|p| (NodeId(p.id), p.addr.to_string()))
             .collect();
         let tick = Duration::from_millis(config.raft.tick_ms);
-        Ok((
-            Self {
-                id,
-                engine,
-                replicas,
-                events,
-                outbox,
-                addrs,
-                last_heard: BTreeMap::new(),
-                timing: config.raft.clone(),
-                tick,
-                last_tick: Instant::now(),
-                ticks_total: 0,
+        let handles = ReplicaHandles::default();
+        let mut host = Self {
+            id: config.id(),
+            engine,
+            replicas: BTreeMap::new(),
+            handles: handles.clone(),
+            events,
+            outbox,
+            addrs,
+            last_heard: BTreeMap::new(),
+            timing: config.raft.clone(),
+            tick,
+            last_tick: Instant::now(),
+            ticks_total: 0,
+        };
+        for shard in &config.shards {
+            host.open_replica(ShardId(shard.id), &shard.replicas, false)?;
+        }
+        for (shard, record) in host.engine.recorded_groups()? {
+            if host.replicas.contains_key(&shard) {
+                return Err(crate::NodeError::Start(format!(
+                    "shard {shard} is both in the configuration and created by the manager"
+                )));
+            }
+            host.learn_addresses(&record.replicas);
+            let voters: Vec<u64> = record.replicas.iter().map(|r| r.node.0).collect();
+            host.open_replica(shard, &voters, record.managed)?;
+        }
+        Ok((host, handles))
+    }
+
+    /// Opens (bootstrapping when new) one replica and publishes its handle.
+    fn open_replica(
+        &mut self,
+        shard: ShardId,
+        voters: &[u64],
+        managed: bool,
+    ) -> Result<(), crate::NodeError> {
+        let storage = self.engine.open_group(shard, voters, managed)?;
+        let applied = storage.applied().index;
+        let mut raft_config = Config::new(self.id.0);
+        raft_config.election_timeout_ticks = self.timing.election_timeout_ticks;
+        raft_config.heartbeat_interval_ticks = self.timing.heartbeat_interval_ticks;
+        raft_config.lease_duration_ticks = self.timing.lease_ticks;
+        raft_config.applied = applied;
+        // Different seeds per process start: randomized election timeouts must differ.
+        raft_config.seed = rand::random();
+        let raw = RawNode::new(raft_config, storage).map_err(|e| {
+            crate::NodeError::Start(format!("shard {shard}: raft core refused to start: {e}"))
+        })?;
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        info!(shard = shard.0, applied = applied.0, managed, "replica opened");
+        self.replicas.insert(
+            shard,
+            Replica {
+                raw,
+                writes: BTreeMap::new(),
+                reads: BTreeMap::new(),
+                deferred_reads: Vec::new(),
+                next_read_context: 1,
+                applied_tx,
+                staged: None,
+                snapshots_in_flight: BTreeSet::new(),
+                last_leader: NodeId::NONE,
+                quiesced_since: None,
+                idle_ticks: 0,
+                idle_commit: LogIndex::ZERO,
             },
-            watches,
-        ))
+        );
+        self.handles
+            .write()
+            .expect("replica handles lock poisoned")
+            .insert(
+                shard,
+                ReplicaHandle {
+                    applied: applied_rx,
+                    managed,
+                },
+            );
+        Ok(())
+    }
+
+    /// Remembers where the nodes of `replicas` listen and links to the new ones.
+    fn learn_addresses(&mut self, replicas: &[ReplicaAddr]) {
+        for replica in replicas {
+            if replica.node == self.id {
+                continue;
+            }
+            match replica.addr.parse::<SocketAddr>() {
+                Ok(addr) => {
+                    self.addrs.insert(replica.node, replica.addr.clone());
+                    self.outbox.add_peer(replica.node, addr);
+                }
+                Err(e) => warn!(
+                    node = replica.node.0,
+                    addr = replica.addr,
+                    "unusable replica address: {e}"
+                ),
+            }
+        }
+    }
+
+    /// The manager asks for a replica of a new shard: record it durably, then open it.
+    /// Idempotent: a replica that exists already is left as it is.
+    fn create_replica(
+        &mut self,
+        shard: ShardId,
+        replicas: Vec<ReplicaAddr>,
+    ) -> Result<(), ApiError> {
+        if self.replicas.contains_key(&shard) {
+            return Ok(());
+        }
+        if !replicas.iter().any(|r| r.node == self.id) {
+            return Err(ApiError::InvalidArgument(format!(
+                "node {} is not among the replicas of shard {shard}",
+                self.id.0
+            )));
+        }
+        let mut nodes: Vec<NodeId> = replicas.iter().map(|r| r.node).collect();
+        nodes.sort();
+        nodes.dedup();
+        if nodes.len() != replicas.len() || nodes.contains(&NodeId::NONE) {
+            return Err(ApiError::InvalidArgument(format!(
+                "the replicas of shard {shard} must be distinct nodes with ids above 0"
+            )));
+        }
+        if let Some(bad) = replicas.iter().find(|r| r.addr.parse::<SocketAddr>().is_err()) {
+            return Err(ApiError::InvalidArgument(format!(
+                "replica address {:?} of node {} is not host:port",
+                bad.addr, bad.node.0
+            )));
+        }
+        let record = GroupRecord {
+            replicas: replicas.clone(),
+            managed: true,
+        };
+        let internal = |e: crate::NodeError| ApiError::Internal(format!("creating shard {shard}: {e}"));
+        self.engine
+            .record_group(shard, &record)
+            .map_err(|e| internal(e.into()))?;
+        self.learn_addresses(&replicas);
+        let voters: Vec<u64> = nodes.iter().map(|n| n.0).collect();
+        self.open_replica(shard, &voters, true).map_err(internal)?;
+        info!(shard = shard.0, replicas = ?voters, "replica created for the manager");
+        Ok(())
     }
 
     /// Runs until `stop` is set (an [`Event::Shutdown`] wakes the loop to notice), or every
@@ -601,6 +713,13 @@ impl Host {
                     replica.snapshots_in_flight.remove(&to);
                 }
             }
+            Event::CreateReplica {
+                shard,
+                replicas,
+                reply,
+            } => {
+                let _ = reply.send(self.create_replica(shard, replicas));
+            }
             Event::Shutdown => {}
         }
     }
@@ -910,7 +1029,7 @@ impl Host {
                     Ok(command) => match nsm::apply(
                         engine.db(),
                         &space,
-                        false,
+                        storage.managed(),
                         &command,
                         &mut batch,
                     ) {

@@ -6,12 +6,16 @@
 //! - [`keys`] and [`kv`]: the key-value state machine of a shard (Arakoon's operations).
 //! - [`host`]: the loop that drives every replica: group commit, send, apply.
 //! - [`transport`], [`snapshot`] and [`server`]: QUIC traffic to peers and clients.
+//! - [`nsm`]: the namespace state machine: ownership by epoch, key-value data, manifests.
+//! - [`heartbeat`]: registration with the manager and periodic heartbeats.
 //! - [`metrics`]: what `/metrics` exports.
 //!
-//! [`run`] wires them together; the `cairn shard-node` command only parses the config and calls
-//! it.
+//! [`start`] wires them together and [`run`] serves until shutdown; the `cairn shard-node`
+//! command only parses the config and calls it. The manager runs the same node (its catalog is a
+//! Raft group of it) and answers its own requests through [`server::ManagerApi`].
 
 pub mod config;
+pub mod heartbeat;
 pub mod host;
 pub mod keys;
 pub mod kv;
@@ -66,6 +70,22 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    start(config).await?.run_until(shutdown).await
+}
+
+/// A started node: its host loop runs and its listener serves.
+pub struct Node {
+    service: Arc<Service>,
+    quic: quinn::Endpoint,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    events: crossbeam_channel::Sender<Event>,
+    host_done: tokio::sync::oneshot::Receiver<()>,
+    host_thread: std::thread::JoinHandle<Result<(), NodeError>>,
+}
+
+/// Starts a node: opens its storage and replicas, starts the host loop, the peer links and the
+/// listener, and (when the configuration names managers) the heartbeat to the manager.
+pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
     config.validate()?;
     let id = config.id();
     metrics::install(config.metrics_listen).map_err(NodeError::Start)?;
@@ -89,7 +109,7 @@ pub async fn run(
         crossbeam_channel::bounded(config.limits.request_queue_max as usize);
     let (outbox, links, snapshot_jobs) =
         transport::start(id, quic.clone(), &config.peer_map(), frame_max);
-    let (host, applied) = Host::new(&config, engine.clone(), events_rx, outbox)?;
+    let (host, replicas) = Host::new(&config, engine.clone(), events_rx, outbox)?;
     let (host_done_tx, host_done) = tokio::sync::oneshot::channel();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let host_stop = stop.clone();
@@ -114,15 +134,29 @@ pub async fn run(
         me: id,
         host: events_tx.clone(),
         engine,
-        applied,
+        replicas: replicas.clone(),
         limits: config.kv_limits(),
         frame_max_bytes: frame_max,
         commit_timeout: Duration::from_millis(config.raft.commit_timeout_ms),
         connections_max: config.limits.connections_max,
         connections: AtomicU32::new(0),
         peer_cert_names: config.peer_cert_names(),
+        manager: std::sync::OnceLock::new(),
     });
-    tokio::spawn(server::serve(quic.clone(), service));
+    tokio::spawn(server::serve(quic.clone(), service.clone()));
+    if let Some(manager) = &config.manager {
+        tokio::spawn(heartbeat::run(
+            heartbeat::HostIdentity {
+                id,
+                site: config.site.clone(),
+                addr: config.listen.to_string(),
+                capacity_replicas: config.capacity_replicas,
+            },
+            manager.clone(),
+            identity,
+            replicas,
+        ));
+    }
     info!(
         node = id.0,
         listen = %config.listen,
@@ -130,21 +164,51 @@ pub async fn run(
         shards = config.shards.len(),
         "node serving"
     );
+    Ok(Node {
+        service,
+        quic,
+        stop,
+        events: events_tx,
+        host_done,
+        host_thread,
+    })
+}
 
-    tokio::select! {
-        () = shutdown => info!("shutting down"),
-        _ = host_done => error!("the host loop stopped"),
+impl Node {
+    /// The request handler (the manager answers its catalog requests through it).
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
     }
-    quic.close(frame::close::SHUTTING_DOWN.into(), b"shutting down");
-    // The flag stops the loop within one tick even if the queue is full and the wake-up event
-    // does not fit.
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = events_tx.try_send(Event::Shutdown);
-    drop(events_tx);
-    let result = tokio::task::spawn_blocking(move || host_thread.join())
-        .await
-        .map_err(|e| NodeError::Start(e.to_string()))?
-        .map_err(|_| NodeError::Start("the host loop panicked".into()))?;
-    quic.wait_idle().await;
-    result
+
+    /// Serves until `shutdown` resolves (or the host loop stops on a storage failure), then
+    /// stops everything.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), NodeError> {
+        let Self {
+            service: _,
+            quic,
+            stop,
+            events,
+            host_done,
+            host_thread,
+        } = self;
+        tokio::select! {
+            () = shutdown => info!("shutting down"),
+            _ = host_done => error!("the host loop stopped"),
+        }
+        quic.close(frame::close::SHUTTING_DOWN.into(), b"shutting down");
+        // The flag stops the loop within one tick even if the queue is full and the wake-up
+        // event does not fit.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = events.try_send(Event::Shutdown);
+        drop(events);
+        let result = tokio::task::spawn_blocking(move || host_thread.join())
+            .await
+            .map_err(|e| NodeError::Start(e.to_string()))?
+            .map_err(|_| NodeError::Start("the host loop panicked".into()))?;
+        quic.wait_idle().await;
+        result
+    }
 }

@@ -137,3 +137,8 @@ pub fn request(op: &'static str, outcome: &'static str, elapsed: Duration) {
 pub fn outcome(error: Option<&ApiError>) -> &'static str {
     error.map_or("ok", ApiError::kind)
 }
+
+/// A heartbeat to the manager finished (`outcome`: ok or failed).
+pub fn heartbeat(outcome: &'static str) {
+    counter!("cairn_manager_heartbeats_total", "outcome" => outcome).increment(1);
+}

@@ -6,22 +6,25 @@
 //! protocol rule (garbage, wrong version, oversized, truncated) closes *that* connection with
 //! [`frame::close::FRAME_ERROR`], a logged reason and a metric; everyone else is unaffected.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cairn_wire::api::{
     ApiError, Consistency, Epoch, Namespace, ReadOp, ReadResult, Request, Response, ShardId,
 };
+use cairn_wire::catalog::ManagerRequest;
 use cairn_wire::frame::{self, FrameError};
 use cairn_wire::peer::{PeerFrame, PeerStreamHeader};
 use cairn_wire::tls::{self, PeerRole};
 use crossbeam_channel::{Sender, TrySendError};
 use raft_core::{LogIndex, NodeId};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::host::{AppliedWatches, Event};
+use crate::host::{Event, ReplicaHandle, ReplicaHandles};
 use crate::keys::KeySpace;
 use crate::kv::{self, KvLimits};
 use crate::nsm::{self, Command};
@@ -41,8 +44,8 @@ pub struct Service {
     pub host: Sender<Event>,
     /// The database, for reads.
     pub engine: Engine,
-    /// Each replica's applied index.
-    pub applied: AppliedWatches,
+    /// The replicas this node holds.
+    pub replicas: ReplicaHandles,
     /// Key-value limits.
     pub limits: KvLimits,
     /// The largest frame.
@@ -53,8 +56,24 @@ pub struct Service {
     pub connections_max: u32,
     /// Open connections.
     pub connections: AtomicU32,
-    /// The certificate name each peer node must present on its Raft streams.
+    /// The certificate name each configured peer node must present on its Raft streams (other
+    /// nodes: `node-` and their id).
     pub peer_cert_names: std::collections::BTreeMap<u64, String>,
+    /// Who answers [`Request::Manager`] on this node (the manager, when this node is one).
+    pub manager: OnceLock<Arc<dyn ManagerApi>>,
+}
+
+/// The manager's side of a node's listener: a manager process runs the catalog as a Raft group
+/// of an ordinary node and answers [`Request::Manager`] through this.
+pub trait ManagerApi: Send + Sync + 'static {
+    /// Answers one request from a caller with `role`. A request that streams (a watch) writes
+    /// its frames to `send` itself and returns `None`; the others return their answer.
+    fn serve<'a>(
+        &'a self,
+        request: ManagerRequest,
+        role: PeerRole,
+        send: &'a mut quinn::SendStream,
+    ) -> Pin<Box<dyn Future<Output = Option<Response>> + Send + 'a>>;
 }
 
 /// Accepts connections until the endpoint is closed.
@@ -102,7 +121,7 @@ async fn connection(incoming: quinn::Incoming, service: &Arc<Service>) {
                 Ok((send, recv)) => {
                     let service = service.clone();
                     let conn = conn.clone();
-                    tokio::spawn(async move { request_stream(&service, &conn, send, recv).await });
+                    tokio::spawn(async move { request_stream(&service, &conn, role, send, recv).await });
                 }
                 Err(_) => break,
             },
@@ -140,6 +159,7 @@ fn reject(conn: &quinn::Connection, error: &FrameError) {
 async fn request_stream(
     service: &Service,
     conn: &quinn::Connection,
+    role: PeerRole,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -151,7 +171,24 @@ async fn request_stream(
         Ok(None) => return,
         Err(e) => return reject(conn, &e),
     };
-    let response = service.handle(request).await;
+    let response = match request {
+        Request::Manager(request) => match service.manager.get() {
+            Some(manager) => {
+                let started = Instant::now();
+                let op = request.name();
+                let Some(response) = manager.serve(request, role, &mut send).await else {
+                    // A stream: the manager wrote (and ended) it.
+                    return;
+                };
+                m::request(op, m::outcome(error_of(&response)), started.elapsed());
+                response
+            }
+            None => Response::Error(ApiError::InvalidArgument(
+                "this node is not a manager; send catalog requests to a manager or a router".into(),
+            )),
+        },
+        request => service.handle(request, role).await,
+    };
     let written = match frame::write_frame(&mut send, &response, service.frame_max_bytes).await {
         Err(FrameError::Oversized { len, max }) => {
             let too_large = Response::Error(ApiError::TooLarge {
@@ -184,7 +221,12 @@ async fn peer_stream(service: &Service, conn: &quinn::Connection, mut recv: quin
         PeerStreamHeader::Snapshot(h) => h.from,
     };
     let presented = tls::peer_name(conn);
-    if service.peer_cert_names.get(&claimed.0) != presented.as_ref() {
+    let expected = service
+        .peer_cert_names
+        .get(&claimed.0)
+        .cloned()
+        .unwrap_or_else(|| format!("node-{}", claimed.0));
+    if presented.as_ref() != Some(&expected) {
         warn!(
             remote = %conn.remote_address(),
             claimed = claimed.0,
@@ -236,24 +278,31 @@ async fn peer_stream(service: &Service, conn: &quinn::Connection, mut recv: quin
 }
 
 impl Service {
-    /// Answers one request.
-    pub async fn handle(&self, request: Request) -> Response {
+    /// Answers one request from a caller with `role` (in-process callers, such as the manager
+    /// writing its catalog, pass [`PeerRole::Node`]).
+    pub async fn handle(&self, request: Request, role: PeerRole) -> Response {
         let started = Instant::now();
         let op = request.name();
-        let response = match self.dispatch(request).await {
+        let response = match self.dispatch(request, role).await {
             Ok(response) => response,
             Err(e) => Response::Error(e),
         };
-        let error = match &response {
-            Response::Error(e) => Some(e),
-            _ => None,
-        };
-        m::request(op, m::outcome(error), started.elapsed());
+        m::request(op, m::outcome(error_of(&response)), started.elapsed());
         response
     }
 
-    async fn dispatch(&self, request: Request) -> Result<Response, ApiError> {
+    async fn dispatch(&self, request: Request, role: PeerRole) -> Result<Response, ApiError> {
         let request_name = request.name();
+        let admin = match &request {
+            Request::Write { op, .. } => op.is_admin(),
+            Request::CreateReplica { .. } => true,
+            _ => false,
+        };
+        if admin && role != PeerRole::Node {
+            return Err(ApiError::NotAuthorized(format!(
+                "{request_name} needs a node certificate (only the manager sends it)"
+            )));
+        }
         match request {
             Request::Write {
                 shard,
@@ -333,15 +382,31 @@ impl Service {
                         .into(),
                 ))
             }
-            Request::CreateReplica { .. } | Request::Manager(_) => Err(ApiError::InvalidArgument(
-                format!("{} is not served by this node", request_name),
-            )),
+            Request::CreateReplica { shard, replicas } => {
+                self.ask(
+                    |reply| Event::CreateReplica {
+                        shard,
+                        replicas,
+                        reply,
+                    },
+                    self.commit_timeout,
+                    ApiError::Busy("host loop did not answer".into()),
+                )
+                .await??;
+                Ok(Response::Done)
+            }
+            Request::Manager(_) => Err(ApiError::InvalidArgument(format!(
+                "{request_name} is served by managers"
+            ))),
         }
     }
 
-    fn known(&self, shard: ShardId) -> Result<&watch::Receiver<LogIndex>, ApiError> {
-        self.applied
+    fn known(&self, shard: ShardId) -> Result<ReplicaHandle, ApiError> {
+        self.replicas
+            .read()
+            .expect("replica handles lock poisoned")
             .get(&shard)
+            .cloned()
             .ok_or(ApiError::UnknownShard(shard))
     }
 
@@ -377,7 +442,9 @@ impl Service {
         consistency: Consistency,
         op: ReadOp,
     ) -> Result<(ReadResult, LogIndex), ApiError> {
-        let mut applied = self.known(shard)?.clone();
+        let replica = self.known(shard)?;
+        let managed = replica.managed;
+        let mut applied = replica.applied;
         let required = match consistency {
             Consistency::Any => LogIndex::ZERO,
             Consistency::AtLeast(index) => {
@@ -414,7 +481,7 @@ impl Service {
         let engine = self.engine.clone();
         let limits = self.limits.clone();
         tokio::task::spawn_blocking(move || {
-            read_at(&engine, shard, &namespace, epoch, &op, &limits, required)
+            read_at(&engine, shard, managed, &namespace, epoch, &op, &limits, required)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("read task: {e}")))?
@@ -422,9 +489,11 @@ impl Service {
 }
 
 /// Serves a read from one consistent view, after checking that the view has applied `required`.
+#[allow(clippy::too_many_arguments)]
 fn read_at(
     engine: &Engine,
     shard: ShardId,
+    managed: bool,
     namespace: &Namespace,
     epoch: Option<Epoch>,
     op: &ReadOp,
@@ -445,6 +514,13 @@ fn read_at(
         shard,
         generation: applied.generation,
     };
-    let result = nsm::read(&view, &space, false, namespace, epoch, op, limits)?;
+    let result = nsm::read(&view, &space, managed, namespace, epoch, op, limits)?;
     Ok((result, applied.index))
+}
+
+fn error_of(response: &Response) -> Option<&ApiError> {
+    match response {
+        Response::Error(e) => Some(e),
+        _ => None,
+    }
 }

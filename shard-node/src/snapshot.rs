@@ -85,6 +85,8 @@ async fn send_one(
     frame_max_bytes: u32,
 ) -> Result<u64, String> {
     let mut link = links
+        .read()
+        .expect("links lock poisoned")
         .get(&job.to)
         .ok_or_else(|| format!("node {} is not a peer", job.to.0))?
         .clone();

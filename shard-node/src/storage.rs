@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cairn_wire::api::ShardId;
+use cairn_wire::api::{ReplicaAddr, ShardId};
 use raft_core::{
     ConfState, Entry, HardState, InitialState, LogIndex, Snapshot, SnapshotMetadata, Storage,
     StorageError, Term,
@@ -40,6 +40,10 @@ pub const CF_DATA: &str = "data";
 /// The key of the node id a data directory belongs to. Ten bytes long, so it never collides with
 /// a per-shard meta key (nine bytes).
 const NODE_ID_KEY: &[u8] = b"\xff\xffnode-id";
+
+/// The prefix of the records of replicas created at runtime (followed by the shard id, 8 bytes
+/// big-endian; 14 bytes in all, so they never collide with the 9-byte per-shard meta keys).
+const GROUP_KEY_PREFIX: &[u8] = b"\xff\xfegroup";
 
 const TAG_HARD_STATE: u8 = 1;
 const TAG_APPLIED: u8 = 2;
@@ -88,6 +92,16 @@ pub struct AppliedState {
     pub generation: u64,
 }
 
+/// A replica the manager asked this host to create, remembered so the host reopens it after a
+/// restart (replicas declared in the configuration file need no record).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Every replica of the shard, with the address its node listens on.
+    pub replicas: Vec<ReplicaAddr>,
+    /// Whether the shard enforces namespace ownership by epoch (shards the manager creates do).
+    pub managed: bool,
+}
+
 /// The host's RocksDB instance.
 #[derive(Clone)]
 pub struct Engine {
@@ -104,6 +118,12 @@ fn shard_key(shard: ShardId, suffix: &[u8]) -> Vec<u8> {
 
 fn log_key(shard: ShardId, index: LogIndex) -> Vec<u8> {
     shard_key(shard, &index.0.to_be_bytes())
+}
+
+fn group_key(shard: ShardId) -> Vec<u8> {
+    let mut key = GROUP_KEY_PREFIX.to_vec();
+    key.extend_from_slice(&shard.0.to_be_bytes());
+    key
 }
 
 fn meta_key(shard: ShardId, tag: u8) -> Vec<u8> {
@@ -163,6 +183,36 @@ impl Engine {
         }
     }
 
+    /// Remembers (durably) that this host holds a replica of `shard`.
+    pub fn record_group(&self, shard: ShardId, record: &GroupRecord) -> Result<(), EngineError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), group_key(shard), encode(record));
+        self.write(batch, true)
+    }
+
+    /// Every replica created at runtime, by shard.
+    pub fn recorded_groups(&self) -> Result<Vec<(ShardId, GroupRecord)>, EngineError> {
+        let mut groups = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_META),
+            IteratorMode::From(GROUP_KEY_PREFIX, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            let Some(id) = key.strip_prefix(GROUP_KEY_PREFIX) else {
+                break;
+            };
+            let id = <[u8; 8]>::try_from(id)
+                .map(u64::from_be_bytes)
+                .map_err(|_| corrupt("group record key", ShardId(0), "not 8 bytes"))?;
+            let shard = ShardId(id);
+            let record =
+                postcard::from_bytes(&value).map_err(|e| corrupt("group record", shard, e))?;
+            groups.push((shard, record));
+        }
+        Ok(groups)
+    }
+
     /// The database, for reads.
     pub fn db(&self) -> &DB {
         &self.db
@@ -205,8 +255,14 @@ impl Engine {
     /// Opens a replica's storage. A shard with no stored state is bootstrapped with `voters` as
     /// its initial configuration (every initial replica is bootstrapped with the same one, so
     /// they agree). Staged snapshot data of other generations (left by a crash mid-transfer) is
-    /// removed.
-    pub fn open_group(&self, shard: ShardId, voters: &[u64]) -> Result<GroupStorage, EngineError> {
+    /// removed. `managed`: whether the shard enforces namespace ownership (see
+    /// [`crate::nsm`]).
+    pub fn open_group(
+        &self,
+        shard: ShardId,
+        voters: &[u64],
+        managed: bool,
+    ) -> Result<GroupStorage, EngineError> {
         let hard_state: HardState = self
             .get_meta(shard, TAG_HARD_STATE, "hard state")?
             .unwrap_or_default();
@@ -256,6 +312,7 @@ impl Engine {
         Ok(GroupStorage {
             engine: self.clone(),
             shard,
+            managed,
             hard_state,
             applied,
             truncated,
@@ -346,6 +403,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub struct GroupStorage {
     engine: Engine,
     shard: ShardId,
+    managed: bool,
     hard_state: HardState,
     applied: AppliedState,
     /// The index and term of the last entry removed from the log (snapshot or compaction).
@@ -357,6 +415,11 @@ impl GroupStorage {
     /// The shard.
     pub fn shard(&self) -> ShardId {
         self.shard
+    }
+
+    /// Whether the shard enforces namespace ownership.
+    pub fn managed(&self) -> bool {
+        self.managed
     }
 
     /// The applied state.
@@ -641,7 +704,7 @@ mod tests {
     fn the_log_survives_a_reopen_with_its_truncation_point() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path()).unwrap();
-        let mut group = engine.open_group(ShardId(7), &[1, 2, 3]).unwrap();
+        let mut group = engine.open_group(ShardId(7), &[1, 2, 3], false).unwrap();
         let entries: Vec<Entry> = (1..=10)
             .map(|i| Entry {
                 term: Term(1),
@@ -666,7 +729,7 @@ mod tests {
         drop(engine);
 
         let engine = Engine::open(dir.path()).unwrap();
-        let group = engine.open_group(ShardId(7), &[1, 2, 3]).unwrap();
+        let group = engine.open_group(ShardId(7), &[1, 2, 3], false).unwrap();
         assert_eq!(group.first_index().unwrap(), LogIndex(5));
         assert_eq!(group.last_index().unwrap(), LogIndex(10));
         assert_eq!(group.term(LogIndex(4)).unwrap(), Term(1));
@@ -677,6 +740,32 @@ mod tests {
         assert_eq!(
             group.entries(LogIndex(4), LogIndex(6), u64::MAX),
             Err(StorageError::Compacted)
+        );
+    }
+
+    #[test]
+    fn recorded_groups_survive_a_reopen_and_stay_apart_from_shard_meta() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        engine.claim(1).unwrap();
+        // Per-shard meta of shards whose ids sort around the records' prefix.
+        engine.open_group(ShardId(1), &[1], false).unwrap();
+        engine.open_group(ShardId(u64::MAX), &[1], false).unwrap();
+        let record = |n: u64| GroupRecord {
+            replicas: vec![ReplicaAddr {
+                node: raft_core::NodeId(1),
+                addr: format!("127.0.0.1:{n}"),
+            }],
+            managed: true,
+        };
+        engine.record_group(ShardId(9), &record(9)).unwrap();
+        engine.record_group(ShardId(3), &record(3)).unwrap();
+        drop(engine);
+        let engine = Engine::open(dir.path()).unwrap();
+        engine.claim(1).unwrap();
+        assert_eq!(
+            engine.recorded_groups().unwrap(),
+            vec![(ShardId(3), record(3)), (ShardId(9), record(9))]
         );
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use cairn_wire::api::ShardId;
@@ -41,8 +41,13 @@ pub struct SnapshotJob {
 
 /// Where the host loop puts what it sends. Never blocks.
 pub struct Outbox {
+    me: NodeId,
     peers: BTreeMap<NodeId, mpsc::Sender<PeerFrame>>,
+    links: Links,
     snapshots: mpsc::UnboundedSender<SnapshotJob>,
+    endpoint: quinn::Endpoint,
+    runtime: tokio::runtime::Handle,
+    frame_max_bytes: u32,
 }
 
 impl Outbox {
@@ -62,49 +67,65 @@ impl Outbox {
     pub fn send_snapshot(&self, shard: ShardId, to: NodeId, term: Term) {
         let _ = self.snapshots.send(SnapshotJob { shard, to, term });
     }
+
+    /// Whether `peer` has a link.
+    pub fn knows(&self, peer: NodeId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// Starts a link to a peer this host has no link to yet (a new shard put a replica there).
+    /// Nothing happens for this node itself or a peer already linked.
+    pub fn add_peer(&mut self, peer: NodeId, addr: SocketAddr) {
+        if peer == self.me || self.peers.contains_key(&peer) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
+        let (link_tx, link_rx) = watch::channel(None);
+        self.peers.insert(peer, tx);
+        self.links
+            .write()
+            .expect("links lock poisoned")
+            .insert(peer, link_rx);
+        info!(peer = peer.0, %addr, "new peer link");
+        self.runtime.spawn(peer_sender(
+            self.me,
+            peer,
+            addr,
+            self.endpoint.clone(),
+            rx,
+            link_tx,
+            self.frame_max_bytes,
+        ));
+    }
 }
 
 /// The current outgoing connection to each peer (None while disconnected).
-pub type Links = Arc<BTreeMap<NodeId, watch::Receiver<Option<quinn::Connection>>>>;
+pub type Links = Arc<RwLock<BTreeMap<NodeId, watch::Receiver<Option<quinn::Connection>>>>>;
 
 /// Starts one sender task per peer. Returns the outbox, the links (for snapshot streams) and the
-/// receiver of snapshot jobs.
+/// receiver of snapshot jobs. Must be called inside a tokio runtime (the outbox starts the links
+/// of peers added later on it).
 pub fn start(
     me: NodeId,
     endpoint: quinn::Endpoint,
     peers: &BTreeMap<u64, SocketAddr>,
     frame_max_bytes: u32,
 ) -> (Outbox, Links, mpsc::UnboundedReceiver<SnapshotJob>) {
-    let mut queues = BTreeMap::new();
-    let mut links = BTreeMap::new();
-    for (&id, &addr) in peers {
-        let peer = NodeId(id);
-        if peer == me {
-            continue;
-        }
-        let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
-        let (link_tx, link_rx) = watch::channel(None);
-        queues.insert(peer, tx);
-        links.insert(peer, link_rx);
-        tokio::spawn(peer_sender(
-            me,
-            peer,
-            addr,
-            endpoint.clone(),
-            rx,
-            link_tx,
-            frame_max_bytes,
-        ));
-    }
     let (snap_tx, snap_rx) = mpsc::unbounded_channel();
-    (
-        Outbox {
-            peers: queues,
-            snapshots: snap_tx,
-        },
-        Arc::new(links),
-        snap_rx,
-    )
+    let links: Links = Arc::default();
+    let mut outbox = Outbox {
+        me,
+        peers: BTreeMap::new(),
+        links: links.clone(),
+        snapshots: snap_tx,
+        endpoint,
+        runtime: tokio::runtime::Handle::current(),
+        frame_max_bytes,
+    };
+    for (&id, &addr) in peers {
+        outbox.add_peer(NodeId(id), addr);
+    }
+    (outbox, links, snap_rx)
 }
 
 async fn peer_sender(

@@ -128,6 +128,9 @@ impl Cluster {
                 }],
                 raft: test_timing(),
                 limits: Default::default(),
+                site: "default".into(),
+                capacity_replicas: 1000,
+                manager: None,
             };
             tweak(&mut config);
             let config_path = dir.path().join(format!("{name}.toml"));
