@@ -44,6 +44,13 @@ fn load(path: &Path) -> anyhow::Result<NodeConfig> {
     let text = read_capped(path)
         .with_context(|| format!("cannot read the node configuration {}", path.display()))?;
     let mut config = NodeConfig::from_toml(&text).with_context(|| path.display().to_string())?;
+    resolve_paths(&mut config, path);
+    Ok(config)
+}
+
+/// Resolves the relative paths of a node configuration (data_dir, tls.*) against the directory
+/// of the file it was read from.
+pub(crate) fn resolve_paths(config: &mut NodeConfig, path: &Path) {
     let dir = path.parent().unwrap_or(Path::new("."));
     for file in [
         &mut config.data_dir,
@@ -55,10 +62,9 @@ fn load(path: &Path) -> anyhow::Result<NodeConfig> {
             *file = dir.join(&*file);
         }
     }
-    Ok(config)
 }
 
-fn read_capped(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn read_capped(path: &Path) -> anyhow::Result<String> {
     use std::io::Read as _;
     let mut text = String::new();
     std::fs::File::open(path)?
@@ -74,7 +80,7 @@ fn read_capped(path: &Path) -> anyhow::Result<String> {
 /// A future that resolves on the first Ctrl-C (SIGINT) or SIGTERM. The handlers are installed
 /// now, so a signal that arrives while the node starts is not lost.
 #[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -88,7 +94,7 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
 
 /// A future that resolves on the first Ctrl-C.
 #[cfg(not(unix))]
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     Ok(async {
         match tokio::signal::ctrl_c().await {
             Ok(()) => tracing::info!("interrupted (Ctrl-C): shutting down"),

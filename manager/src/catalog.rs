@@ -1,0 +1,732 @@
+//! The catalog: hosts, shards, namespaces and policies, as pure data and pure decisions.
+//!
+//! The catalog is stored in the manager's own Raft group as key-value entries of one namespace
+//! ([`CATALOG_NAMESPACE`]): one entry per host, shard and namespace, plus the routing version and
+//! the id counters. Every change is one atomic sequence that first asserts the routing version it
+//! was computed from and then sets the next one, so changes apply in log order and a change
+//! computed from a stale view (a deposed leader, a lost answer) fails its assertion instead of
+//! overwriting a newer one. [`Catalog::steps`] builds that sequence; [`Catalog::apply`] applies
+//! the same changes in memory once the write succeeded.
+//!
+//! Decisions are pure functions of the catalog: which shard a new namespace goes to
+//! ([`Catalog::plan_namespace`]) and where a new shard's replicas go ([`Catalog::place`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_wire::api::{ApiError, Epoch, Namespace, ReplicaAddr, ShardId, Step};
+use cairn_wire::catalog::{
+    HostInfo, HostState, NamespaceInfo, NamespaceRoute, NamespaceState, Policies, RoutingChange,
+    RoutingTable, ShardInfo, ShardRoute, ShardState,
+};
+use raft_core::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// The namespace of the manager's Raft group that holds the catalog.
+pub const CATALOG_NAMESPACE: &str = "catalog";
+/// The shard id of the catalog group on manager nodes.
+pub const CATALOG_SHARD: ShardId = ShardId(0);
+
+const KEY_VERSION: &[u8] = b"v";
+const KEY_COUNTERS: &[u8] = b"c";
+const KEY_POLICIES: &[u8] = b"p";
+const PREFIX_HOST: &[u8] = b"h/";
+const PREFIX_SHARD: &[u8] = b"s/";
+const PREFIX_NAMESPACE: &[u8] = b"n/";
+
+/// A host as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Its node id.
+    pub id: NodeId,
+    /// Its site.
+    pub site: String,
+    /// Where it listens.
+    pub addr: String,
+    /// How many replicas it may hold.
+    pub capacity_replicas: u32,
+    /// Up or down.
+    pub state: HostState,
+}
+
+/// A shard as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// Its id.
+    pub id: ShardId,
+    /// Its replicas (fixed at placement).
+    pub replicas: Vec<NodeId>,
+    /// Creating or active.
+    pub state: ShardState,
+}
+
+/// A namespace as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    /// Its name.
+    pub name: Namespace,
+    /// Its id.
+    pub id: u64,
+    /// Its shard.
+    pub shard: ShardId,
+    /// The epoch of the assignment.
+    pub epoch: Epoch,
+    /// Its state.
+    pub state: NamespaceState,
+    /// Its home site.
+    pub home_site: Option<String>,
+    /// When it was created (ms since the Unix epoch).
+    pub created_at_ms: u64,
+}
+
+/// The id counters: ids are never reused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// The next shard id.
+    pub next_shard: u64,
+    /// The next namespace id.
+    pub next_namespace: u64,
+}
+
+/// One change of the catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Add or replace a host.
+    Host(HostRecord),
+    /// Add or replace a shard.
+    Shard(ShardRecord),
+    /// Add or replace a namespace.
+    Namespace(NamespaceRecord),
+    /// Remove a namespace (its name becomes reusable).
+    RemoveNamespace(Namespace),
+    /// Set the policies.
+    Policies(Policies),
+    /// Set the counters.
+    Counters(Counters),
+}
+
+/// The whole catalog, as the manager leader holds it in memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Catalog {
+    /// The routing version: the number of changes applied.
+    pub version: u64,
+    /// The id counters.
+    pub counters: Counters,
+    /// The policies (`None` until the first leader writes them).
+    pub policies: Option<Policies>,
+    /// Hosts by id.
+    pub hosts: BTreeMap<NodeId, HostRecord>,
+    /// Shards by id.
+    pub shards: BTreeMap<ShardId, ShardRecord>,
+    /// Namespaces by name.
+    pub namespaces: BTreeMap<Namespace, NamespaceRecord>,
+}
+
+/// A stored catalog entry that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt catalog entry {key:?}: {reason}")]
+pub struct CorruptEntry {
+    /// The key.
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("postcard encodes plain data")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, CorruptEntry> {
+    postcard::from_bytes(value).map_err(|e| CorruptEntry {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn keyed(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(rest);
+    key
+}
+
+impl Catalog {
+    /// Rebuilds the catalog from its stored entries (every key of [`CATALOG_NAMESPACE`]).
+    pub fn load(entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Self, CorruptEntry> {
+        let mut catalog = Self::default();
+        for (key, value) in entries {
+            if key == KEY_VERSION {
+                catalog.version = decode(key, value)?;
+            } else if key == KEY_COUNTERS {
+                catalog.counters = decode(key, value)?;
+            } else if key == KEY_POLICIES {
+                catalog.policies = Some(decode(key, value)?);
+            } else if key.starts_with(PREFIX_HOST) {
+                let host: HostRecord = decode(key, value)?;
+                catalog.hosts.insert(host.id, host);
+            } else if key.starts_with(PREFIX_SHARD) {
+                let shard: ShardRecord = decode(key, value)?;
+                catalog.shards.insert(shard.id, shard);
+            } else if key.starts_with(PREFIX_NAMESPACE) {
+                let ns: NamespaceRecord = decode(key, value)?;
+                catalog.namespaces.insert(ns.name.clone(), ns);
+            } else {
+                return Err(CorruptEntry {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: "unknown key".into(),
+                });
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// The key of the routing version (read to check a cached catalog is current).
+    pub fn version_key() -> Vec<u8> {
+        KEY_VERSION.to_vec()
+    }
+
+    /// Decodes the stored routing version.
+    pub fn decode_version(value: &[u8]) -> Result<u64, CorruptEntry> {
+        decode(KEY_VERSION, value)
+    }
+
+    /// The atomic sequence that applies `changes` on top of this catalog's version.
+    pub fn steps(&self, changes: &[Change]) -> Vec<Step> {
+        let expected = (self.version > 0).then(|| encode(&self.version));
+        let mut steps = vec![
+            Step::Assert {
+                key: KEY_VERSION.to_vec(),
+                expected,
+            },
+            Step::Set {
+                key: KEY_VERSION.to_vec(),
+                value: encode(&(self.version + 1)),
+            },
+        ];
+        for change in changes {
+            steps.push(match change {
+                Change::Host(h) => Step::Set {
+                    key: keyed(PREFIX_HOST, &h.id.0.to_be_bytes()),
+                    value: encode(h),
+                },
+                Change::Shard(s) => Step::Set {
+                    key: keyed(PREFIX_SHARD, &s.id.0.to_be_bytes()),
+                    value: encode(s),
+                },
+                Change::Namespace(n) => Step::Set {
+                    key: keyed(PREFIX_NAMESPACE, n.name.as_str().as_bytes()),
+                    value: encode(n),
+                },
+                Change::RemoveNamespace(name) => Step::Delete {
+                    key: keyed(PREFIX_NAMESPACE, name.as_str().as_bytes()),
+                },
+                Change::Policies(p) => Step::Set {
+                    key: KEY_POLICIES.to_vec(),
+                    value: encode(p),
+                },
+                Change::Counters(c) => Step::Set {
+                    key: KEY_COUNTERS.to_vec(),
+                    value: encode(c),
+                },
+            });
+        }
+        steps
+    }
+
+    /// Applies `changes` (already written) and moves to the next version; returns what routers
+    /// need to hear of it.
+    pub fn apply(&mut self, changes: Vec<Change>) -> RoutingChange {
+        self.version += 1;
+        let mut routing = RoutingChange {
+            version: self.version,
+            ..RoutingChange::default()
+        };
+        for change in changes {
+            match change {
+                Change::Host(h) => {
+                    self.hosts.insert(h.id, h);
+                }
+                Change::Shard(s) => {
+                    let id = s.id;
+                    self.shards.insert(id, s);
+                    if let Some(route) = self.shard_route(id) {
+                        routing.shards.push(route);
+                    }
+                }
+                Change::Namespace(n) => {
+                    if n.state == NamespaceState::Active {
+                        routing.namespaces.push(NamespaceRoute {
+                            name: n.name.clone(),
+                            shard: n.shard,
+                            epoch: n.epoch,
+                        });
+                    } else {
+                        routing.removed.push(n.name.clone());
+                    }
+                    self.namespaces.insert(n.name.clone(), n);
+                }
+                Change::RemoveNamespace(name) => {
+                    self.namespaces.remove(&name);
+                    routing.removed.push(name);
+                }
+                Change::Policies(p) => self.policies = Some(p),
+                Change::Counters(c) => self.counters = c,
+            }
+        }
+        routing
+    }
+
+    /// The policies in force (the defaults until some are stored).
+    pub fn policies(&self) -> Policies {
+        self.policies.clone().unwrap_or_default()
+    }
+
+    /// How many namespaces (in any state) each shard holds.
+    pub fn namespace_counts(&self) -> BTreeMap<ShardId, u32> {
+        let mut counts: BTreeMap<ShardId, u32> = self.shards.keys().map(|s| (*s, 0)).collect();
+        for ns in self.namespaces.values() {
+            *counts.entry(ns.shard).or_default() += 1;
+        }
+        counts
+    }
+
+    /// How many replicas each host holds.
+    pub fn replica_counts(&self) -> BTreeMap<NodeId, u32> {
+        let mut counts: BTreeMap<NodeId, u32> = self.hosts.keys().map(|h| (*h, 0)).collect();
+        for shard in self.shards.values() {
+            for node in &shard.replicas {
+                *counts.entry(*node).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Where a new shard's `count` replicas go: on up hosts with room, spread over as many sites
+    /// as there are (a site gets a second replica only when every site has one, and so on), and
+    /// within a site on the hosts with the fewest replicas (ties: lowest id).
+    ///
+    /// Fails with [`ApiError::Unavailable`] when fewer than `count` up hosts have room.
+    pub fn place(&self, count: u32) -> Result<Vec<NodeId>, ApiError> {
+        let load = self.replica_counts();
+        let mut by_site: BTreeMap<&str, Vec<(u32, NodeId)>> = BTreeMap::new();
+        for host in self.hosts.values() {
+            let used = load.get(&host.id).copied().unwrap_or(0);
+            if host.state == HostState::Up && used < host.capacity_replicas {
+                by_site.entry(&host.site).or_default().push((used, host.id));
+            }
+        }
+        let candidates: usize = by_site.values().map(Vec::len).sum();
+        if candidates < count as usize {
+            return Err(ApiError::Unavailable(format!(
+                "cannot place a shard with {count} replicas: {candidates} up hosts have room \
+                 (of {} registered)",
+                self.hosts.len()
+            )));
+        }
+        for hosts in by_site.values_mut() {
+            hosts.sort();
+            hosts.reverse(); // pop() takes the least loaded
+        }
+        let mut chosen = Vec::with_capacity(count as usize);
+        while chosen.len() < count as usize {
+            // The site whose best host is least loaded, among the sites that gave the fewest
+            // replicas so far.
+            let taken_per_site = |site: &str| {
+                chosen
+                    .iter()
+                    .filter(|id| self.hosts.get(*id).is_some_and(|h| h.site == site))
+                    .count()
+            };
+            let site = by_site
+                .iter()
+                .filter(|(_, hosts)| !hosts.is_empty())
+                .min_by_key(|(site, hosts)| {
+                    (
+                        taken_per_site(site),
+                        hosts.last().map(|(used, id)| (*used, *id)),
+                    )
+                })
+                .map(|(site, _)| *site)
+                .expect("enough candidates were counted");
+            let (_, id) = by_site
+                .get_mut(site)
+                .and_then(Vec::pop)
+                .expect("the site has a host");
+            chosen.push(id);
+        }
+        Ok(chosen)
+    }
+
+    /// Plans the creation of a namespace: the changes to write, and the shard it goes to.
+    ///
+    /// The namespace goes to the active shard with the fewest namespaces below the capacity;
+    /// failing that, to a shard still being created that has room; failing that, to a new shard
+    /// placed by [`Catalog::place`]. Its epoch is the routing version the change creates.
+    pub fn plan_namespace(
+        &self,
+        name: &Namespace,
+        home_site: Option<String>,
+        now_ms: u64,
+    ) -> Result<Vec<Change>, ApiError> {
+        if self.namespaces.contains_key(name) {
+            return Err(ApiError::NamespaceExists(name.clone()));
+        }
+        let policies = self.policies();
+        let counts = self.namespace_counts();
+        let with_room = |state: ShardState| {
+            self.shards
+                .values()
+                .filter(move |s| s.state == state)
+                .map(|s| (counts.get(&s.id).copied().unwrap_or(0), s.id))
+                .filter(|(n, _)| *n < policies.namespaces_per_shard)
+                .min()
+                .map(|(_, id)| id)
+        };
+        let mut changes = Vec::new();
+        let mut counters = self.counters;
+        let shard = match with_room(ShardState::Active).or_else(|| with_room(ShardState::Creating))
+        {
+            Some(shard) => shard,
+            None => {
+                let replicas = self.place(policies.replicas_per_shard)?;
+                counters.next_shard = counters.next_shard.max(1);
+                let id = ShardId(counters.next_shard);
+                counters.next_shard += 1;
+                changes.push(Change::Shard(ShardRecord {
+                    id,
+                    replicas,
+                    state: ShardState::Creating,
+                }));
+                id
+            }
+        };
+        counters.next_namespace = counters.next_namespace.max(1);
+        let id = counters.next_namespace;
+        counters.next_namespace += 1;
+        changes.push(Change::Counters(counters));
+        changes.push(Change::Namespace(NamespaceRecord {
+            name: name.clone(),
+            id,
+            shard,
+            epoch: Epoch(self.version + 1),
+            state: NamespaceState::Creating,
+            home_site,
+            created_at_ms: now_ms,
+        }));
+        Ok(changes)
+    }
+
+    /// The replicas of a shard with their addresses.
+    pub fn replica_addrs(&self, shard: &ShardRecord) -> Vec<ReplicaAddr> {
+        shard
+            .replicas
+            .iter()
+            .map(|node| ReplicaAddr {
+                node: *node,
+                addr: self
+                    .hosts
+                    .get(node)
+                    .map(|h| h.addr.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    fn shard_route(&self, id: ShardId) -> Option<ShardRoute> {
+        let shard = self.shards.get(&id)?;
+        (shard.state == ShardState::Active).then(|| ShardRoute {
+            shard: id,
+            replicas: self.replica_addrs(shard),
+        })
+    }
+
+    /// Everything a router needs: active shards and active namespaces.
+    pub fn routing_table(&self) -> RoutingTable {
+        RoutingTable {
+            version: self.version,
+            shards: self
+                .shards
+                .keys()
+                .filter_map(|id| self.shard_route(*id))
+                .collect(),
+            namespaces: self
+                .namespaces
+                .values()
+                .filter(|n| n.state == NamespaceState::Active)
+                .map(|n| NamespaceRoute {
+                    name: n.name.clone(),
+                    shard: n.shard,
+                    epoch: n.epoch,
+                })
+                .collect(),
+        }
+    }
+
+    /// A namespace as the API shows it.
+    pub fn namespace_info(n: &NamespaceRecord) -> NamespaceInfo {
+        NamespaceInfo {
+            name: n.name.clone(),
+            id: n.id,
+            shard: n.shard,
+            epoch: n.epoch,
+            state: n.state,
+            home_site: n.home_site.clone(),
+            created_at_ms: n.created_at_ms,
+        }
+    }
+
+    /// Every shard as the API shows it.
+    pub fn shard_infos(&self) -> Vec<ShardInfo> {
+        let counts = self.namespace_counts();
+        self.shards
+            .values()
+            .map(|s| ShardInfo {
+                id: s.id,
+                replicas: self.replica_addrs(s),
+                state: s.state,
+                namespaces: counts.get(&s.id).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Every host as the API shows it (`last_heard_ms_ago` from the leader's memory).
+    pub fn host_infos(&self, last_heard_ms_ago: impl Fn(NodeId) -> Option<u64>) -> Vec<HostInfo> {
+        let counts = self.replica_counts();
+        self.hosts
+            .values()
+            .map(|h| HostInfo {
+                id: h.id,
+                site: h.site.clone(),
+                addr: h.addr.clone(),
+                capacity_replicas: h.capacity_replicas,
+                state: h.state,
+                replicas: counts.get(&h.id).copied().unwrap_or(0),
+                last_heartbeat_ms_ago: last_heard_ms_ago(h.id),
+            })
+            .collect()
+    }
+
+    /// Checks the catalog's own invariants; returns every violation found (empty: consistent).
+    /// Used by tests and logged by the leader after loading.
+    pub fn violations(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let cap = self.policies().namespaces_per_shard;
+        for (shard, count) in self.namespace_counts() {
+            if count > cap {
+                found.push(format!("shard {shard} holds {count} namespaces (capacity {cap})"));
+            }
+        }
+        for ns in self.namespaces.values() {
+            if !self.shards.contains_key(&ns.shard) {
+                found.push(format!("namespace {} is on unknown shard {}", ns.name, ns.shard));
+            }
+        }
+        let mut ids = BTreeSet::new();
+        for ns in self.namespaces.values() {
+            if !ids.insert(ns.id) {
+                found.push(format!("namespace id {} is used twice", ns.id));
+            }
+        }
+        for shard in self.shards.values() {
+            let distinct: BTreeSet<_> = shard.replicas.iter().collect();
+            if distinct.len() != shard.replicas.len() {
+                found.push(format!("shard {} lists a replica twice", shard.id));
+            }
+            if let Some(unknown) = shard.replicas.iter().find(|n| !self.hosts.contains_key(n)) {
+                found.push(format!("shard {} has a replica on unknown host {unknown}", shard.id));
+            }
+            if shard.id.0 >= self.counters.next_shard {
+                found.push(format!("shard {} is beyond the shard counter", shard.id));
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(name: &str) -> Namespace {
+        Namespace::new(name).unwrap()
+    }
+
+    fn host(id: u64, site: &str) -> Change {
+        Change::Host(HostRecord {
+            id: NodeId(id),
+            site: site.into(),
+            addr: format!("127.0.0.1:{}", 7000 + id),
+            capacity_replicas: 100,
+            state: HostState::Up,
+        })
+    }
+
+    fn catalog(hosts: &[(u64, &str)], per_shard: u32) -> Catalog {
+        let mut c = Catalog::default();
+        let mut changes: Vec<Change> = hosts.iter().map(|(id, site)| host(*id, site)).collect();
+        changes.push(Change::Policies(Policies {
+            namespaces_per_shard: per_shard,
+            replicas_per_shard: 3,
+        }));
+        c.apply(changes);
+        c
+    }
+
+    /// Creates namespaces the way the manager does: plan, apply, and activate shards at once.
+    fn create(c: &mut Catalog, name: &str) -> ShardId {
+        let changes = c.plan_namespace(&ns(name), None, 1).unwrap();
+        c.apply(changes);
+        let shard = c.namespaces[&ns(name)].shard;
+        let mut record = c.shards[&shard].clone();
+        if record.state == ShardState::Creating {
+            record.state = ShardState::Active;
+            c.apply(vec![Change::Shard(record)]);
+        }
+        shard
+    }
+
+    #[test]
+    fn shards_are_added_every_capacity_namespaces_and_never_overfilled() {
+        let mut c = catalog(&[(1, "a"), (2, "a"), (3, "a"), (4, "a")], 50);
+        for i in 0..175 {
+            create(&mut c, &format!("ns{i}"));
+        }
+        assert_eq!(c.shards.len(), 4);
+        let counts = c.namespace_counts();
+        assert!(counts.values().all(|n| *n <= 50), "{counts:?}");
+        assert_eq!(counts.values().sum::<u32>(), 175);
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+    }
+
+    #[test]
+    fn new_namespaces_go_to_the_least_filled_active_shard() {
+        let mut c = catalog(&[(1, "a"), (2, "a"), (3, "a")], 10);
+        for i in 0..12 {
+            create(&mut c, &format!("ns{i}"));
+        }
+        // Shard 1 is full (10), shard 2 has 2: the next goes to shard 2.
+        assert_eq!(create(&mut c, "next"), ShardId(2));
+        // Remove namespaces from shard 1 so that it has fewer than shard 2.
+        for i in 0..8 {
+            c.apply(vec![Change::RemoveNamespace(ns(&format!("ns{i}")))]);
+        }
+        assert_eq!(create(&mut c, "after-delete"), ShardId(1));
+    }
+
+    #[test]
+    fn a_shard_being_created_takes_namespaces_before_another_is_added() {
+        let mut c = catalog(&[(1, "a"), (2, "a"), (3, "a")], 2);
+        let changes = c.plan_namespace(&ns("x"), None, 1).unwrap();
+        c.apply(changes);
+        let changes = c.plan_namespace(&ns("y"), None, 1).unwrap();
+        assert!(
+            !changes.iter().any(|ch| matches!(ch, Change::Shard(_))),
+            "a second shard was planned while the first still has room"
+        );
+        c.apply(changes);
+        assert_eq!(c.shards.len(), 1);
+    }
+
+    #[test]
+    fn names_are_unique_and_epochs_grow() {
+        let mut c = catalog(&[(1, "a"), (2, "a"), (3, "a")], 50);
+        create(&mut c, "x");
+        assert!(matches!(
+            c.plan_namespace(&ns("x"), None, 1),
+            Err(ApiError::NamespaceExists(_))
+        ));
+        let first = c.namespaces[&ns("x")].epoch;
+        c.apply(vec![Change::RemoveNamespace(ns("x"))]);
+        create(&mut c, "x");
+        assert!(c.namespaces[&ns("x")].epoch > first);
+        assert!(c.namespaces[&ns("x")].id > 1, "ids are never reused");
+    }
+
+    #[test]
+    fn placement_spreads_over_sites_then_hosts_by_load() {
+        let c = catalog(&[(1, "a"), (2, "a"), (3, "b"), (4, "c"), (5, "c")], 50);
+        let chosen = c.place(3).unwrap();
+        let sites: BTreeSet<&str> = chosen
+            .iter()
+            .map(|id| c.hosts[id].site.as_str())
+            .collect();
+        assert_eq!(sites.len(), 3, "{chosen:?}");
+        // Four replicas over three sites: one site gets two.
+        let chosen = c.place(4).unwrap();
+        assert_eq!(chosen.len(), 4);
+        let distinct: BTreeSet<_> = chosen.iter().collect();
+        assert_eq!(distinct.len(), 4);
+    }
+
+    #[test]
+    fn placement_prefers_the_least_loaded_hosts_and_skips_down_ones() {
+        let mut c = catalog(&[(1, "a"), (2, "a"), (3, "a"), (4, "a")], 1);
+        create(&mut c, "one"); // shard 1 on hosts 1, 2, 3
+        let chosen: BTreeSet<_> = c.place(3).unwrap().into_iter().collect();
+        assert!(chosen.contains(&NodeId(4)), "{chosen:?}");
+        let mut down = c.hosts[&NodeId(4)].clone();
+        down.state = HostState::Down;
+        c.apply(vec![Change::Host(down)]);
+        let chosen: BTreeSet<_> = c.place(3).unwrap().into_iter().collect();
+        assert!(!chosen.contains(&NodeId(4)));
+        let mut down = c.hosts[&NodeId(3)].clone();
+        down.state = HostState::Down;
+        c.apply(vec![Change::Host(down)]);
+        assert!(matches!(c.place(3), Err(ApiError::Unavailable(_))));
+    }
+
+    #[test]
+    fn the_stored_form_round_trips_and_asserts_the_version() {
+        let mut c = catalog(&[(1, "a"), (2, "b"), (3, "c")], 50);
+        create(&mut c, "x");
+        create(&mut c, "y");
+        // Replay every change through the stored form into a key-value map.
+        let mut replay = Catalog::default();
+        let mut store: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let apply_steps = |steps: Vec<Step>, store: &mut BTreeMap<Vec<u8>, Vec<u8>>| {
+            for step in steps {
+                match step {
+                    Step::Assert { key, expected } => {
+                        assert_eq!(store.get(&key).cloned(), expected, "version assertion")
+                    }
+                    Step::Set { key, value } => {
+                        store.insert(key, value);
+                    }
+                    Step::Delete { key } => {
+                        store.remove(&key);
+                    }
+                    other => panic!("unexpected step {other:?}"),
+                }
+            }
+        };
+        let changes = vec![host(1, "a"), host(2, "b"), host(3, "c")];
+        apply_steps(replay.steps(&changes), &mut store);
+        replay.apply(changes);
+        let changes = replay.plan_namespace(&ns("x"), None, 5).unwrap();
+        apply_steps(replay.steps(&changes), &mut store);
+        replay.apply(changes);
+        let entries: Vec<_> = store.into_iter().collect();
+        let loaded = Catalog::load(&entries).unwrap();
+        assert_eq!(loaded, replay);
+        assert_eq!(loaded.version, 2);
+    }
+
+    #[test]
+    fn routing_shows_only_active_namespaces_on_active_shards() {
+        let mut c = catalog(&[(1, "a"), (2, "a"), (3, "a")], 50);
+        let changes = c.plan_namespace(&ns("x"), None, 1).unwrap();
+        let change = c.apply(changes);
+        assert!(change.namespaces.is_empty());
+        assert!(c.routing_table().namespaces.is_empty());
+        let mut shard = c.shards[&ShardId(1)].clone();
+        shard.state = ShardState::Active;
+        let change = c.apply(vec![Change::Shard(shard)]);
+        assert_eq!(change.shards.len(), 1);
+        let mut x = c.namespaces[&ns("x")].clone();
+        x.state = NamespaceState::Active;
+        let change = c.apply(vec![Change::Namespace(x)]);
+        assert_eq!(change.namespaces.len(), 1);
+        let table = c.routing_table();
+        assert_eq!(table.version, c.version);
+        assert_eq!(table.namespaces.len(), 1);
+        assert_eq!(table.shards[0].replicas.len(), 3);
+    }
+}

@@ -1,0 +1,195 @@
+//! A manager's configuration: a node configuration (identity, addresses, TLS, the manager peers,
+//! Raft timing, limits — see `shard_node::config`) plus a `[catalog]` section.
+//!
+//! ```toml
+//! node_id = 101
+//! listen = "127.0.0.1:7201"
+//! metrics_listen = "127.0.0.1:9201"
+//! data_dir = "/var/lib/cairn/manager-101"
+//! [tls]
+//! ca = "certs/ca.pem"
+//! cert = "certs/node-101.pem"
+//! key = "certs/node-101.key"
+//! [[peers]]            # every manager, this one included: they form the catalog's Raft group
+//! id = 101
+//! addr = "127.0.0.1:7201"
+//! [catalog]
+//! namespaces_per_shard = 50
+//! replicas_per_shard = 3
+//! ```
+//!
+//! The catalog group is shard 0 of the managers' nodes, with every listed manager as a voter;
+//! a manager configuration declares no `[[shards]]` of its own.
+
+use std::path::Path;
+
+use cairn_wire::catalog::Policies;
+use serde::{Deserialize, Serialize};
+use shard_node::config::{ConfigError, NodeConfig, ShardConfig};
+
+use crate::catalog::CATALOG_SHARD;
+
+/// The `[catalog]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// How many namespaces a shard takes before a new shard is added. Default 50.
+    pub namespaces_per_shard: u32,
+    /// How many replicas a new shard gets. Default 3.
+    pub replicas_per_shard: u32,
+    /// A host not heard from for this long is marked down. Default 5000 ms.
+    pub host_down_after_ms: u64,
+    /// How often the reconciler looks for unfinished work when nothing wakes it. Default 500 ms.
+    pub reconcile_interval_ms: u64,
+    /// How long a namespace create or delete request waits for the work to finish before it
+    /// answers that the work goes on in the background. Default 30 000 ms.
+    pub request_wait_ms: u64,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        let policies = Policies::default();
+        Self {
+            namespaces_per_shard: policies.namespaces_per_shard,
+            replicas_per_shard: policies.replicas_per_shard,
+            host_down_after_ms: 5_000,
+            reconcile_interval_ms: 500,
+            request_wait_ms: 30_000,
+        }
+    }
+}
+
+impl CatalogConfig {
+    /// The policies this configuration asks for.
+    pub fn policies(&self) -> Policies {
+        Policies {
+            namespaces_per_shard: self.namespaces_per_shard,
+            replicas_per_shard: self.replicas_per_shard,
+        }
+    }
+}
+
+/// A manager's whole configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagerConfig {
+    /// The node it runs (the catalog group is added to its shards).
+    pub node: NodeConfig,
+    /// The catalog settings.
+    pub catalog: CatalogConfig,
+}
+
+impl ManagerConfig {
+    /// Parses and validates a TOML document. Relative paths stay as written (the caller
+    /// resolves them, as for a node configuration).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let catalog = match table.remove("catalog") {
+            None => CatalogConfig::default(),
+            Some(value) => value
+                .try_into()
+                .map_err(|e| ConfigError(format!("[catalog]: {e}")))?,
+        };
+        let node: NodeConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let config = Self { node, catalog };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text)
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.node.shards.is_empty() {
+            return Err(ConfigError(
+                "a manager declares no [[shards]]: its only group is the catalog".into(),
+            ));
+        }
+        if self.node.manager.is_some() {
+            return Err(ConfigError(
+                "a manager has no [manager] section (it is one)".into(),
+            ));
+        }
+        let c = &self.catalog;
+        if c.namespaces_per_shard == 0 {
+            return Err(ConfigError("catalog: namespaces_per_shard must be > 0".into()));
+        }
+        if c.replicas_per_shard == 0 || c.replicas_per_shard > 7 {
+            return Err(ConfigError(
+                "catalog: replicas_per_shard must be 1 to 7".into(),
+            ));
+        }
+        if c.host_down_after_ms == 0 || c.reconcile_interval_ms == 0 || c.request_wait_ms == 0 {
+            return Err(ConfigError(
+                "catalog: host_down_after_ms, reconcile_interval_ms and request_wait_ms must be > 0"
+                    .into(),
+            ));
+        }
+        self.node_config().validate()
+    }
+
+    /// The node configuration with the catalog group added.
+    pub fn node_config(&self) -> NodeConfig {
+        let mut node = self.node.clone();
+        node.shards = vec![ShardConfig {
+            id: CATALOG_SHARD.0,
+            replicas: node.peers.iter().map(|p| p.id).collect(),
+        }];
+        node
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+node_id = 101
+listen = "127.0.0.1:7201"
+metrics_listen = "127.0.0.1:9201"
+data_dir = "/tmp/m"
+[tls]
+ca = "ca.pem"
+cert = "c.pem"
+key = "k.pem"
+[[peers]]
+id = 101
+addr = "127.0.0.1:7201"
+[[peers]]
+id = 102
+addr = "127.0.0.1:7202"
+"#;
+
+    #[test]
+    fn the_catalog_section_is_optional_and_the_catalog_group_spans_every_manager() {
+        let config = ManagerConfig::from_toml(BASE).unwrap();
+        assert_eq!(config.catalog, CatalogConfig::default());
+        let node = config.node_config();
+        assert_eq!(node.shards.len(), 1);
+        assert_eq!(node.shards[0].replicas, vec![101, 102]);
+        let config =
+            ManagerConfig::from_toml(&format!("{BASE}[catalog]\nnamespaces_per_shard = 5\n"))
+                .unwrap();
+        assert_eq!(config.catalog.namespaces_per_shard, 5);
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_a_reason() {
+        let typo = ManagerConfig::from_toml(&format!("{BASE}[catalog]\nnamespace_per_shard = 5\n"))
+            .unwrap_err();
+        assert!(typo.to_string().contains("namespace_per_shard"), "{typo}");
+        let zero = ManagerConfig::from_toml(&format!("{BASE}[catalog]\nnamespaces_per_shard = 0\n"))
+            .unwrap_err();
+        assert!(zero.to_string().contains("namespaces_per_shard"), "{zero}");
+        let shards =
+            ManagerConfig::from_toml(&format!("{BASE}[[shards]]\nid = 1\nreplicas = [101]\n"))
+                .unwrap_err();
+        assert!(shards.to_string().contains("no [[shards]]"), "{shards}");
+    }
+}
