@@ -1,345 +1,1028 @@
-//! `cairn dev`: a local three-replica shard with generated certificates, a short demo of what it
-//! does, and instructions for talking to it. It keeps serving until Ctrl-C.
+//! `cairn dev`: the whole platform on loopback — three managers, four shard-node hosts in two
+//! sites and a router, all child processes of this binary, with generated certificates — then a
+//! demo of what it does through the client API, and instructions for talking to it. It keeps
+//! serving until Ctrl-C.
+//!
+//! The hosts start with no shards: they register with the managers, which create shards on them
+//! as namespaces are created (a shard takes [`NAMESPACES_PER_SHARD`] of them).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
-use cairn_client::{Client, ClientConfig};
-use cairn_wire::api::{Consistency, KeyRange, Namespace, ShardId, Step};
+use anyhow::{Context, anyhow, bail};
+use cairn_client::{ApiError, Client, Consistency, Error, NamespaceClient, Read};
+use cairn_manager::ManagerConfig;
+use cairn_manager::catalog::CATALOG_SHARD;
+use cairn_manager::config::CatalogConfig;
+use cairn_router::RouterConfig;
+use cairn_wire::api::{Namespace, ReadOp, ReadResult, ShardId, WriteOp};
+use cairn_wire::catalog::{
+    HostInfo, HostState, ManagerRequest, ManagerResponse, NamespaceInfo, ShardInfo,
+};
 use cairn_wire::certs;
-use cairn_wire::tls::{Identity, PeerRole};
+use cairn_wire::frame::FRAME_MAX_BYTES_DEFAULT;
+use cairn_wire::manifest::{
+    Checksum, ChecksumAlgorithm, Chunk, Compression, FragmentLocation, Manifest, NamespaceStats,
+    PutMode, StorageScheme,
+};
+use cairn_wire::tls::PeerRole;
+use serde::Serialize;
 use shard_node::NodeConfig;
-use shard_node::config::{PeerConfig, ShardConfig, TlsConfig};
+use shard_node::config::{ManagerLink, PeerConfig, TlsConfig};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::{Child, Command};
 
 use crate::DevArgs;
+use crate::catalog_cmd::{ask_manager, unexpected};
+use crate::cluster_file::ClusterFile;
 
-const NODES: u64 = 3;
-const SHARD: ShardId = ShardId(1);
+/// The manager node ids; they listen on base+1..3.
+const MANAGER_IDS: [u64; 3] = [101, 102, 103];
+/// The shard-node host ids and sites; host N listens on base+10+N.
+const HOSTS: [(u64, &str); 4] = [(1, "dc1"), (2, "dc2"), (3, "dc1"), (4, "dc2")];
+/// The router's certificate name and site; it listens on base+20.
+const ROUTER: &str = "router-1";
+const ROUTER_SITE: &str = "dc1";
+const CLIENT: &str = "dev-client";
+/// Every metrics port is its process's QUIC port + this.
+const METRICS_PORT_OFFSET: u16 = 50;
+/// The highest port offset used (the router's metrics).
+const PORT_OFFSET_MAX: u16 = 20 + METRICS_PORT_OFFSET;
 
+/// A small capacity, so that ten namespaces need three shards.
+const NAMESPACES_PER_SHARD: u32 = 4;
+const REPLICAS_PER_SHARD: u32 = 3;
+const HEARTBEAT_INTERVAL_MS: u64 = 1_000;
+
+/// How long the platform may take to come up.
+const START_WAIT: Duration = Duration::from_secs(60);
+/// The bound on a namespace create (the manager may create a shard for it first).
+const CREATE_TIMEOUT_MS: u64 = 30_000;
+/// How long a stopped child gets to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A demo namespace and two objects its storage proxies could write (name, size in bytes).
+struct Sample {
+    namespace: &'static str,
+    objects: [(&'static str, u64); 2],
+}
+
+const SAMPLES: [Sample; 10] = [
+    sample("photos", "2024/06/beach.jpg", 2_400_000, "2024/06/sunset.jpg", 3_100_000),
+    sample("videos", "talks/raft.mp4", 48_000_000, "talks/paxos.mp4", 52_000_000),
+    sample("backups", "db/2024-06-01.tar", 120_000_000, "db/2024-06-02.tar", 121_000_000),
+    sample("logs", "app/2024-06-01.log", 5_000_000, "app/2024-06-02.log", 4_800_000),
+    sample("music", "albums/01.flac", 30_000_000, "albums/02.flac", 28_000_000),
+    sample("documents", "reports/q2.pdf", 800_000, "reports/q3.pdf", 900_000),
+    sample("archive", "2019/mail.mbox", 70_000_000, "2020/mail.mbox", 65_000_000),
+    sample("scans", "invoices/0001.png", 400_000, "invoices/0002.png", 410_000),
+    sample("datasets", "weather/2023.csv", 9_000_000, "weather/2024.csv", 9_500_000),
+    sample("builds", "cairn/0.1.0.tar.gz", 12_000_000, "cairn/0.2.0.tar.gz", 12_500_000),
+];
+
+const fn sample(
+    namespace: &'static str,
+    first: &'static str,
+    first_size: u64,
+    second: &'static str,
+    second_size: u64,
+) -> Sample {
+    Sample {
+        namespace,
+        objects: [(first, first_size), (second, second_size)],
+    }
+}
+
+/// Runs `cairn dev`.
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let (dir, _temp) = match &args.dir {
-        Some(dir) => (dir.clone(), None),
+    let (dir, _temp) = dev_dir(args.dir.as_deref())?;
+    let layout = Layout::new(dir, args.base_port)?;
+    println!(
+        "cairn dev: {} managers, {} shard-node hosts in sites dc1 and dc2, a router; in {}",
+        MANAGER_IDS.len(),
+        HOSTS.len(),
+        layout.dir.display()
+    );
+    make_certs(&layout.certs)?;
+    let mut procs = start_all(&layout)?;
+    let cluster_file = write_cluster_file(&layout)?;
+    let cluster = ClusterFile::load(&cluster_file)?;
+
+    let finished = tokio::select! {
+        result = demo(&layout, &cluster) => result.map(|()| true),
+        (i, status) = first_exit(&mut procs) => Err(anyhow!(
+            "{} exited during the demo ({status}); see {}",
+            procs[i].name,
+            procs[i].log.display()
+        )),
+        _ = tokio::signal::ctrl_c() => Ok(false),
+    };
+    match finished {
+        Ok(true) => {}
+        Ok(false) => {
+            println!("\ncairn dev: interrupted, stopping");
+            stop(&mut procs).await;
+            return Ok(());
+        }
+        Err(e) => {
+            println!();
+            stop(&mut procs).await;
+            return Err(e);
+        }
+    }
+    print_usage(&layout, &cluster_file);
+    if args.exit_after_demo {
+        println!("cairn dev: demo done, stopping (--exit-after-demo)");
+        stop(&mut procs).await;
+        return Ok(());
+    }
+    println!("Press Ctrl-C to stop.");
+    serve(&mut procs).await;
+    Ok(())
+}
+
+/// The directory to use, and the temporary directory to remove on exit when none was given.
+fn dev_dir(dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let (dir, temp) = match dir {
+        Some(dir) => (dir.to_path_buf(), None),
         None => {
             let temp = tempfile::Builder::new().prefix("cairn-dev-").tempdir()?;
             (temp.path().to_path_buf(), Some(temp))
         }
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    println!(
-        "cairn dev: a local shard of {NODES} replicas in {}",
-        dir.display()
-    );
+    Ok((dir, temp))
+}
 
-    let certs_dir = dir.join("certs");
-    make_certs(&certs_dir)?;
-    let peers: Vec<PeerConfig> = (1..=NODES)
-        .map(|id| PeerConfig {
+/// Where everything of the dev platform is: files in the directory, ports from the base.
+struct Layout {
+    dir: PathBuf,
+    certs: PathBuf,
+    base_port: u16,
+}
+
+impl Layout {
+    fn new(dir: PathBuf, base_port: u16) -> anyhow::Result<Self> {
+        if base_port == 0 || base_port.checked_add(PORT_OFFSET_MAX).is_none() {
+            bail!(
+                "--base-port {base_port}: the dev platform uses ports base+1 to base+{PORT_OFFSET_MAX}, \
+                 pick a base from 1 to {}",
+                u16::MAX - PORT_OFFSET_MAX
+            );
+        }
+        Ok(Self {
+            certs: dir.join("certs"),
+            dir,
+            base_port,
+        })
+    }
+
+    fn port(&self, offset: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.base_port + offset))
+    }
+
+    fn manager(&self, id: u64) -> SocketAddr {
+        self.port((id - 100) as u16)
+    }
+
+    fn host(&self, id: u64) -> SocketAddr {
+        self.port(10 + id as u16)
+    }
+
+    fn router(&self) -> SocketAddr {
+        self.port(20)
+    }
+
+    /// The metrics address of the process listening on `quic`.
+    fn metrics(&self, quic: SocketAddr) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], quic.port() + METRICS_PORT_OFFSET))
+    }
+
+    fn managers(&self) -> Vec<SocketAddr> {
+        MANAGER_IDS.iter().map(|id| self.manager(*id)).collect()
+    }
+
+    fn tls(&self, name: &str) -> TlsConfig {
+        TlsConfig {
+            ca: self.certs.join("ca.pem"),
+            cert: self.certs.join(format!("{name}.pem")),
+            key: self.certs.join(format!("{name}.key")),
+        }
+    }
+}
+
+/// Makes the CA and every certificate the platform needs, keeping those that exist (a reused
+/// directory keeps its cluster identity).
+fn make_certs(dir: &Path) -> anyhow::Result<()> {
+    let mut made = 0;
+    if !dir.join("ca.pem").exists() {
+        certs::init_ca_dir(dir, "dev")?;
+        made += 1;
+    }
+    let nodes = MANAGER_IDS.iter().chain(HOSTS.iter().map(|(id, _)| id));
+    let names = nodes
+        .map(|id| (format!("node-{id}"), PeerRole::Node))
+        .chain([
+            (ROUTER.to_string(), PeerRole::Node),
+            (CLIENT.to_string(), PeerRole::Client),
+        ]);
+    for (name, role) in names {
+        if !dir.join(format!("{name}.pem")).exists() {
+            certs::issue_to_dir(dir, role, &name, &[])?;
+            made += 1;
+        }
+    }
+    match made {
+        0 => println!("  reusing the certificates in {}", dir.display()),
+        n => println!(
+            "  made {n} of the CA, node, router and client certificates in {}",
+            dir.display()
+        ),
+    }
+    Ok(())
+}
+
+/// One child process of the platform.
+struct Proc {
+    /// What it is, for messages (`manager 101`, `host 2`, `router`).
+    name: String,
+    log: PathBuf,
+    child: Child,
+}
+
+/// Writes every configuration and starts the managers, the hosts and the router.
+fn start_all(layout: &Layout) -> anyhow::Result<Vec<Proc>> {
+    let mut procs = Vec::new();
+    for id in MANAGER_IDS {
+        let text = manager_config(layout, id)?;
+        let listen = layout.manager(id);
+        procs.push(start(layout, &format!("manager-{id}"), "manager", &text)?);
+        print_proc(&format!("manager {id}"), listen, layout);
+    }
+    for (id, site) in HOSTS {
+        let config = host_config(layout, id, site);
+        config.validate()?;
+        procs.push(start(
+            layout,
+            &format!("host-{id}"),
+            "shard-node",
+            &toml::to_string(&config)?,
+        )?);
+        print_proc(&format!("host {id} ({site})"), config.listen, layout);
+    }
+    let config = router_config(layout);
+    config.validate()?;
+    procs.push(start(layout, ROUTER, "router", &toml::to_string(&config)?)?);
+    print_proc(&format!("router ({ROUTER_SITE})"), config.listen, layout);
+    Ok(procs)
+}
+
+fn print_proc(name: &str, listen: SocketAddr, layout: &Layout) {
+    println!(
+        "  {name:<13} quic {listen}  metrics http://{}/metrics",
+        layout.metrics(listen)
+    );
+}
+
+/// A node configuration with the settings every process of the platform shares.
+fn node_config(layout: &Layout, id: u64, listen: SocketAddr, peers: Vec<PeerConfig>) -> NodeConfig {
+    let name = format!("node-{id}");
+    NodeConfig {
+        node_id: id,
+        listen,
+        metrics_listen: layout.metrics(listen),
+        data_dir: layout.dir.join(&name).join("data"),
+        tls: layout.tls(&name),
+        peers,
+        shards: vec![],
+        raft: Default::default(),
+        limits: Default::default(),
+        site: "default".into(),
+        capacity_replicas: 1000,
+        manager: None,
+    }
+}
+
+/// The `[catalog]` table of a manager configuration.
+#[derive(Serialize)]
+struct CatalogSection {
+    catalog: CatalogConfig,
+}
+
+/// A manager's configuration file: its node (the three managers as peers), then `[catalog]`.
+fn manager_config(layout: &Layout, id: u64) -> anyhow::Result<String> {
+    let peers = MANAGER_IDS
+        .iter()
+        .map(|&id| PeerConfig {
             id,
-            addr: SocketAddr::from(([127, 0, 0, 1], args.base_port + id as u16)),
+            addr: layout.manager(id),
             cert_name: None,
         })
         .collect();
-    let mut children = Vec::new();
-    for id in 1..=NODES {
-        let config = NodeConfig {
-            node_id: id,
-            listen: peers[(id - 1) as usize].addr,
-            metrics_listen: SocketAddr::from(([127, 0, 0, 1], args.base_port + 10 + id as u16)),
-            data_dir: dir.join(format!("node-{id}")).join("data"),
-            tls: TlsConfig {
-                ca: certs_dir.join("ca.pem"),
-                cert: certs_dir.join(format!("node-{id}.pem")),
-                key: certs_dir.join(format!("node-{id}.key")),
-            },
-            peers: peers.clone(),
-            shards: vec![ShardConfig {
-                id: SHARD.0,
-                replicas: (1..=NODES).collect(),
-            }],
-            raft: Default::default(),
-            limits: Default::default(),
-            site: "default".into(),
-            capacity_replicas: 1000,
-            manager: None,
-        };
-        config.validate()?;
-        let path = dir.join(format!("node-{id}.toml"));
-        std::fs::write(&path, toml::to_string(&config)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        children.push(spawn_node(&dir, id, &path)?);
-        println!(
-            "  node {id}: quic {}  metrics http://{}/metrics  log {}",
-            config.listen,
-            config.metrics_listen,
-            dir.join(format!("node-{id}.log")).display()
-        );
-    }
-    let cluster_file = dir.join("cluster.toml");
-    let nodes: Vec<String> = peers.iter().map(|p| format!("\"{}\"", p.addr)).collect();
-    std::fs::write(
-        &cluster_file,
-        format!(
-            "# How clients reach the dev cluster (cairn kv/status --cluster this-file).\n\
-             nodes = [{}]\nca = \"certs/ca.pem\"\ncert = \"certs/dev-client.pem\"\n\
-             key = \"certs/dev-client.key\"\nshard = {}\n",
-            nodes.join(", "),
-            SHARD.0
-        ),
-    )?;
-
-    let identity = Identity::load(
-        &certs_dir.join("ca.pem"),
-        &certs_dir.join("dev-client.pem"),
-        &certs_dir.join("dev-client.key"),
-    )?;
-    let client = Client::new(ClientConfig::new(
-        peers.iter().map(|p| p.addr).collect(),
-        identity,
-    ))?;
-    let result = demo(&client, &mut children).await;
-    if let Err(e) = result {
-        stop(&mut children).await;
-        return Err(e);
-    }
-
-    println!();
-    println!("The shard is serving. Talk to it from another terminal:");
-    println!("  export CAIRN_CLUSTER={}", cluster_file.display());
-    println!("  cairn kv --namespace demo get greeting");
-    println!("  cairn kv --namespace demo set colour blue");
-    println!("  cairn kv --namespace demo --consistency any range-entries");
-    println!("  cairn status");
-    println!(
-        "  curl -s http://127.0.0.1:{}/metrics | grep cairn_raft",
-        args.base_port + 11
-    );
-    println!("(`cargo run -p cairn --` in place of `cairn` when it is not installed.)");
-    if args.exit_after_demo {
-        println!("cairn dev: demo done, stopping (--exit-after-demo)");
-        stop(&mut children).await;
-        return Ok(());
-    }
-    println!("Press Ctrl-C to stop.");
-
-    let exited = async {
-        loop {
-            for (i, child) in children.iter_mut().enumerate() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return (i + 1, status);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    let node = node_config(layout, id, layout.manager(id), peers);
+    let catalog = CatalogConfig {
+        namespaces_per_shard: NAMESPACES_PER_SHARD,
+        replicas_per_shard: REPLICAS_PER_SHARD,
+        ..CatalogConfig::default()
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => println!("\ncairn dev: stopping"),
-        (id, status) = exited => println!("cairn dev: node {id} exited ({status}); stopping"),
-    }
-    stop(&mut children).await;
-    Ok(())
-}
-
-fn make_certs(dir: &Path) -> anyhow::Result<()> {
-    if dir.join("ca.pem").exists() {
-        println!("  reusing certificates in {}", dir.display());
-        return Ok(());
-    }
-    certs::init_ca_dir(dir, "dev")?;
-    for id in 1..=NODES {
-        certs::issue_to_dir(dir, PeerRole::Node, &format!("node-{id}"), &[])?;
-    }
-    certs::issue_to_dir(dir, PeerRole::Client, "dev-client", &[])?;
-    println!(
-        "  made a cluster CA, {NODES} node certificates and a client certificate in {}",
-        dir.display()
+    let text = format!(
+        "{}\n{}",
+        toml::to_string(&node)?,
+        toml::to_string(&CatalogSection { catalog })?
     );
-    Ok(())
+    ManagerConfig::from_toml(&text).context("the manager configuration cairn dev wrote")?;
+    Ok(text)
 }
 
-fn spawn_node(dir: &Path, id: u64, config: &Path) -> anyhow::Result<Child> {
-    let log_path: PathBuf = dir.join(format!("node-{id}.log"));
+/// A host: its own only peer, no shards, registered with the managers.
+fn host_config(layout: &Layout, id: u64, site: &str) -> NodeConfig {
+    let listen = layout.host(id);
+    let me = PeerConfig {
+        id,
+        addr: listen,
+        cert_name: None,
+    };
+    NodeConfig {
+        site: site.into(),
+        manager: Some(ManagerLink {
+            addrs: layout.managers(),
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+        }),
+        ..node_config(layout, id, listen, vec![me])
+    }
+}
+
+fn router_config(layout: &Layout) -> RouterConfig {
+    let listen = layout.router();
+    let tls = layout.tls(ROUTER);
+    RouterConfig {
+        listen,
+        metrics_listen: layout.metrics(listen),
+        managers: layout.managers().iter().map(|a| a.to_string()).collect(),
+        tls: cairn_router::config::TlsConfig {
+            ca: tls.ca,
+            cert: tls.cert,
+            key: tls.key,
+        },
+        site: Some(ROUTER_SITE.into()),
+        request_timeout_ms: cairn_router::config::REQUEST_TIMEOUT_MS_DEFAULT,
+        limits: Default::default(),
+    }
+}
+
+/// Writes `file.toml` and starts `cairn <subcommand> --config file.toml`, logging to
+/// `file.log`.
+fn start(layout: &Layout, file: &str, subcommand: &str, config: &str) -> anyhow::Result<Proc> {
+    let config_path = layout.dir.join(format!("{file}.toml"));
+    std::fs::write(&config_path, config)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let log_path = layout.dir.join(format!("{file}.log"));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let exe = std::env::current_exe().context("locating the cairn binary")?;
-    Command::new(exe)
-        .arg("shard-node")
+    let child = Command::new(exe)
+        .arg(subcommand)
         .arg("--config")
-        .arg(config)
+        .arg(&config_path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting node {id}"))
+        .with_context(|| format!("starting {file}"))?;
+    Ok(Proc {
+        name: file.replacen('-', " ", 1),
+        log: log_path,
+        child,
+    })
 }
 
-async fn stop(children: &mut [Child]) {
-    for child in children.iter_mut() {
-        if let Some(pid) = child.id() {
-            // SIGTERM: a clean shutdown; SIGKILL after a grace period.
+/// Writes `cluster.toml`: how the CLI reaches the managers, the router and the hosts.
+fn write_cluster_file(layout: &Layout) -> anyhow::Result<PathBuf> {
+    let list = |addrs: &[SocketAddr]| {
+        let quoted: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    let hosts: Vec<SocketAddr> = HOSTS.iter().map(|(id, _)| layout.host(*id)).collect();
+    let text = format!(
+        "# How clients reach the dev platform (cairn ns, shards, hosts, manifest --cluster this-file).\n\
+         managers = {}\nrouters = {}\nnodes = {}\n\
+         ca = \"certs/ca.pem\"\ncert = \"certs/{CLIENT}.pem\"\nkey = \"certs/{CLIENT}.key\"\n",
+        list(&layout.managers()),
+        list(&[layout.router()]),
+        list(&hosts),
+    );
+    let path = layout.dir.join("cluster.toml");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// The demo: the platform comes up, namespaces make the managers add shards, manifests and keys
+/// go through the router.
+async fn demo(layout: &Layout, cluster: &ClusterFile) -> anyhow::Result<()> {
+    let probe = Client::new(cluster.manager_config()?.with_request_timeout_ms(1_000))?;
+    let managers = Client::new(
+        cluster
+            .manager_config()?
+            .with_request_timeout_ms(CREATE_TIMEOUT_MS),
+    )?;
+    let router = Client::new(cluster.router_config()?)?;
+    wait_for_hosts(&probe, layout).await?;
+    let namespaces = create_namespaces(&managers).await?;
+    let sites = host_sites(&list_hosts(&managers).await?);
+    show_shards(&list_shards(&managers).await?, &sites);
+    through_router(&router, &namespaces, layout).await?;
+    show_hosts(&list_hosts(&managers).await?);
+    for client in [probe, managers, router] {
+        client.close().await;
+    }
+    Ok(())
+}
+
+/// Waits until the managers answer with every host registered and up.
+async fn wait_for_hosts(probe: &Client, layout: &Layout) -> anyhow::Result<()> {
+    print!(
+        "\nwaiting for the managers to elect a leader and the {} hosts to register",
+        HOSTS.len()
+    );
+    let started = Instant::now();
+    loop {
+        let last = match list_hosts(probe).await {
+            Ok(hosts) if hosts.len() == HOSTS.len() && all_up(&hosts) => break,
+            Ok(hosts) => format!("{} of {} hosts up", up_count(&hosts), HOSTS.len()),
+            Err(e) => format!("{e:#}"),
+        };
+        if started.elapsed() > START_WAIT {
+            println!();
+            bail!(
+                "the platform did not come up within {} s ({last}); see the logs in {}",
+                START_WAIT.as_secs(),
+                layout.dir.display()
+            );
+        }
+        print!(".");
+        std::io::stdout().flush()?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let leader = match probe.who_leader(CATALOG_SHARD).await {
+        Ok(Some(hint)) => format!("; manager {} leads the catalog", hint.node.0),
+        _ => String::new(),
+    };
+    println!(
+        " {} hosts up ({:.1} s){leader}",
+        HOSTS.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn up_count(hosts: &[HostInfo]) -> usize {
+    hosts.iter().filter(|h| h.state == HostState::Up).count()
+}
+
+fn all_up(hosts: &[HostInfo]) -> bool {
+    up_count(hosts) == hosts.len()
+}
+
+/// Creates every sample namespace and prints where the managers put it.
+async fn create_namespaces(managers: &Client) -> anyhow::Result<Vec<NamespaceInfo>> {
+    let mut known: BTreeSet<ShardId> = list_shards(managers)
+        .await?
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    println!(
+        "\ncreating {} namespaces (a shard takes {NAMESPACES_PER_SHARD}; the managers add shards \
+         as needed):",
+        SAMPLES.len()
+    );
+    let mut created = Vec::new();
+    for sample in &SAMPLES {
+        let started = Instant::now();
+        let (info, existed) = create_namespace(managers, sample.namespace).await?;
+        let note = match (existed, known.insert(info.shard)) {
+            (true, _) => "exists already".to_string(),
+            (false, true) => format!("a new shard, {:.1} s", started.elapsed().as_secs_f64()),
+            (false, false) => format!("{:.1} s", started.elapsed().as_secs_f64()),
+        };
+        println!(
+            "  {:<10} -> shard {}, epoch {:<3} ({note})",
+            info.name, info.shard, info.epoch
+        );
+        created.push(info);
+    }
+    Ok(created)
+}
+
+/// Creates `name`, or shows it when it exists (a reused directory); true when it existed.
+async fn create_namespace(managers: &Client, name: &str) -> anyhow::Result<(NamespaceInfo, bool)> {
+    let name = Namespace::new(name)?;
+    let create = ManagerRequest::CreateNamespace {
+        name: name.clone(),
+        home_site: None,
+    };
+    let (response, existed) = match ask_manager(managers, create).await {
+        Err(Error::Api(ApiError::NamespaceExists(_))) => {
+            let show = ManagerRequest::ShowNamespace { name: name.clone() };
+            (ask_manager(managers, show).await, true)
+        }
+        other => (other, false),
+    };
+    match response.with_context(|| format!("cannot create namespace {name}"))? {
+        ManagerResponse::Namespace(info) => Ok((info, existed)),
+        other => Err(unexpected("a namespace", &other)),
+    }
+}
+
+async fn list_shards(managers: &Client) -> anyhow::Result<Vec<ShardInfo>> {
+    match ask_manager(managers, ManagerRequest::ListShards).await? {
+        ManagerResponse::Shards(mut shards) => {
+            shards.sort_by_key(|s| s.id);
+            Ok(shards)
+        }
+        other => Err(unexpected("shards", &other)),
+    }
+}
+
+async fn list_hosts(managers: &Client) -> anyhow::Result<Vec<HostInfo>> {
+    match ask_manager(managers, ManagerRequest::ListHosts).await? {
+        ManagerResponse::Hosts(mut hosts) => {
+            hosts.sort_by_key(|h| h.id);
+            Ok(hosts)
+        }
+        other => Err(unexpected("hosts", &other)),
+    }
+}
+
+/// The site of each host, by node id.
+fn host_sites(hosts: &[HostInfo]) -> BTreeMap<u64, String> {
+    hosts.iter().map(|h| (h.id.0, h.site.clone())).collect()
+}
+
+/// Prints the shards and their replicas' sites.
+fn show_shards(shards: &[ShardInfo], sites: &BTreeMap<u64, String>) {
+    let site_of = |node: u64| sites.get(&node).map_or("?", String::as_str);
+    println!("\n{} shards:", shards.len());
+    let all_sites: BTreeSet<&str> = sites.values().map(String::as_str).collect();
+    let mut spanning = 0;
+    for shard in shards {
+        let replicas: Vec<String> = shard
+            .replicas
+            .iter()
+            .map(|r| format!("node {} ({})", r.node.0, site_of(r.node.0)))
+            .collect();
+        let shard_sites: BTreeSet<&str> = shard.replicas.iter().map(|r| site_of(r.node.0)).collect();
+        if shard_sites == all_sites {
+            spanning += 1;
+        }
+        println!(
+            "  shard {}  {:<8} {} namespaces  replicas {}",
+            shard.id,
+            shard.state.to_string(),
+            shard.namespaces,
+            replicas.join(", ")
+        );
+    }
+    let all: Vec<&str> = all_sites.into_iter().collect();
+    println!(
+        "  {spanning} of {} shards have replicas in every site ({})",
+        shards.len(),
+        all.join(", ")
+    );
+}
+
+/// Manifests and keys through the router: one namespace of each shard gets manifests; the first
+/// one shows reads (consistent, then from the router's cache), a refused put, a listing and a
+/// key-value pair.
+async fn through_router(
+    router: &Client,
+    namespaces: &[NamespaceInfo],
+    layout: &Layout,
+) -> anyhow::Result<()> {
+    let mut shards = BTreeSet::new();
+    let picked: Vec<&NamespaceInfo> = namespaces
+        .iter()
+        .filter(|n| shards.insert(n.shard))
+        .collect();
+    println!(
+        "\nthrough the router at {} (object manifests; their fragments and checksums are made \
+         up, no storage devices run in dev):",
+        layout.router()
+    );
+    let mut first_objects = Vec::new();
+    for (i, info) in picked.iter().enumerate() {
+        let ns = router.routed(info.name.clone());
+        let objects = &sample_of(&info.name).objects[..if i == 0 { 2 } else { 1 }];
+        for (name, size) in objects {
+            put_manifest(&ns, info.shard, manifest(name, *size)).await?;
+        }
+        if i == 0 {
+            first_objects.extend(objects.iter().map(|(name, _)| *name));
+        }
+    }
+    let Some(first) = picked.first() else {
+        bail!("no namespace was created");
+    };
+    let ns = router.routed(first.name.clone());
+    read_back(&ns, first_objects[0], layout.metrics(layout.router())).await?;
+    refuse_second_put(&ns, first_objects[0]).await?;
+    list_objects(&ns).await?;
+    for info in &picked {
+        show_stats(&router.routed(info.name.clone())).await?;
+    }
+    key_value(&ns).await
+}
+
+fn sample_of(namespace: &Namespace) -> &'static Sample {
+    SAMPLES
+        .iter()
+        .find(|s| s.namespace == namespace.as_str())
+        .expect("every demo namespace is a sample")
+}
+
+async fn put_manifest(ns: &NamespaceClient, shard: ShardId, manifest: Manifest) -> anyhow::Result<()> {
+    let what = format!(
+        "put {}/{} ({}, {}+{} erasure-coded, {} chunks, must-not-exist)",
+        ns.namespace(),
+        manifest.name,
+        size(manifest.size_bytes),
+        manifest.scheme.data_fragments,
+        manifest.scheme.parity_fragments,
+        manifest.chunks.len()
+    );
+    let put = WriteOp::PutManifest {
+        manifest,
+        mode: PutMode::MustNotExist,
+    };
+    match ns.write(put).await {
+        Ok(written) => println!("  {what} -> applied at index {} of shard {shard}", written.index.0),
+        Err(Error::Api(ApiError::ObjectExists { .. })) => {
+            println!("  {what} -> exists already (from an earlier run)")
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot {what}")),
+    }
+    Ok(())
+}
+
+/// Reads a manifest back consistently, then with `Any`, which the router's cache answers (its
+/// hit counter shows it).
+async fn read_back(ns: &NamespaceClient, name: &str, metrics: SocketAddr) -> anyhow::Result<()> {
+    let consistent = get_manifest(ns, name, Consistency::Consistent).await?;
+    let m = &consistent.value;
+    println!(
+        "  get {}/{name} (consistent) -> object id {}, {}, {} chunks, chunk 0 on devices {} \
+         (applied {})",
+        ns.namespace(),
+        hex(&m.object_id),
+        size(m.size_bytes),
+        m.chunks.len(),
+        devices(&m.chunks[0]),
+        consistent.applied.0
+    );
+    let hits_before = cache_hits(metrics).await;
+    let any = get_manifest(ns, name, Consistency::Any).await?;
+    let hits_after = cache_hits(metrics).await;
+    if any.value != consistent.value {
+        bail!("the router answered a different manifest for an Any read of {name}");
+    }
+    let source = match (hits_before, hits_after) {
+        (Ok(before), Ok(after)) if after > before => format!(
+            "served from the router's manifest cache (cairn_router_manifest_cache_hits_total \
+             {before} -> {after})"
+        ),
+        (Ok(before), Ok(after)) => format!(
+            "forwarded to the shard (cairn_router_manifest_cache_hits_total {before} -> {after})"
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("(cannot read the router's metrics: {e:#})"),
+    };
+    println!("  get {}/{name} (any)        -> the same manifest, {source}", ns.namespace());
+    Ok(())
+}
+
+async fn get_manifest(
+    ns: &NamespaceClient,
+    name: &str,
+    consistency: Consistency,
+) -> anyhow::Result<Read<Manifest>> {
+    let op = ReadOp::GetManifests {
+        names: vec![name.to_string()],
+    };
+    let read = ns.read(op, consistency).await?;
+    match read.value {
+        ReadResult::Manifests(mut found) if found.len() == 1 => match found.pop().flatten() {
+            Some(value) => Ok(Read {
+                value,
+                applied: read.applied,
+            }),
+            None => bail!("{}/{name} is not there", ns.namespace()),
+        },
+        other => bail!("GetManifests answered {other:?}"),
+    }
+}
+
+/// A second must-not-exist put of the same name (another upload) must be refused.
+async fn refuse_second_put(ns: &NamespaceClient, name: &str) -> anyhow::Result<()> {
+    let again = WriteOp::PutManifest {
+        manifest: manifest(name, 1_000),
+        mode: PutMode::MustNotExist,
+    };
+    match ns.write(again).await {
+        Err(Error::Api(e @ ApiError::ObjectExists { .. })) => println!(
+            "  put {}/{name} again (must-not-exist) -> refused, ObjectExists: {e}",
+            ns.namespace()
+        ),
+        Err(e) => return Err(e).context("a second must-not-exist put failed otherwise"),
+        Ok(w) => bail!(
+            "a second must-not-exist put of {name} was applied (index {})",
+            w.index.0
+        ),
+    }
+    Ok(())
+}
+
+async fn list_objects(ns: &NamespaceClient) -> anyhow::Result<()> {
+    let op = ReadOp::ListObjects {
+        prefix: String::new(),
+        start_after: None,
+        limit: 100,
+    };
+    match ns.read(op, Consistency::Consistent).await?.value {
+        ReadResult::Objects { names, more } => println!(
+            "  list {} -> {}{}",
+            ns.namespace(),
+            names.join(", "),
+            if more { ", ..." } else { "" }
+        ),
+        other => bail!("ListObjects answered {other:?}"),
+    }
+    Ok(())
+}
+
+async fn show_stats(ns: &NamespaceClient) -> anyhow::Result<()> {
+    match ns
+        .read(ReadOp::NamespaceStats, Consistency::Consistent)
+        .await?
+        .value
+    {
+        ReadResult::Stats(NamespaceStats {
+            objects,
+            logical_bytes,
+        }) => println!(
+            "  stats {:<9} -> {objects} objects, {} logical",
+            ns.namespace().as_str(),
+            size(logical_bytes)
+        ),
+        other => bail!("NamespaceStats answered {other:?}"),
+    }
+    Ok(())
+}
+
+/// Namespaces hold keys too: a set and a consistent get through the router.
+async fn key_value(ns: &NamespaceClient) -> anyhow::Result<()> {
+    let (key, value) = ("config/retention-days", "30");
+    let written = ns.set(key, value).await?;
+    println!(
+        "  set {}/{key} = {value:?} -> applied at index {}",
+        ns.namespace(),
+        written.index.0
+    );
+    let read = ns.get(key, Consistency::Consistent).await?;
+    println!(
+        "  get {}/{key} (consistent) -> {:?}",
+        ns.namespace(),
+        String::from_utf8_lossy(&read.value)
+    );
+    Ok(())
+}
+
+fn show_hosts(hosts: &[HostInfo]) {
+    println!("\nhosts:");
+    for h in hosts {
+        println!(
+            "  host {}  {}  {}  {:<4}  {} replicas",
+            h.id.0, h.site, h.addr, h.state, h.replicas
+        );
+    }
+}
+
+fn print_usage(layout: &Layout, cluster_file: &Path) {
+    println!();
+    println!("The platform is serving. Talk to it from another terminal:");
+    println!("  export CAIRN_CLUSTER={}", cluster_file.display());
+    println!("  cairn ns list");
+    println!("  cairn ns create my-namespace");
+    println!("  cairn shards list");
+    println!("  cairn hosts list");
+    println!("  cairn manifest example | cairn manifest put my-namespace --file -");
+    println!("  cairn manifest get my-namespace example/object");
+    println!("  cairn manifest list my-namespace");
+    println!("  cairn manifest stats my-namespace");
+    println!(
+        "  curl -s http://{}/metrics | grep cairn_router",
+        layout.metrics(layout.router())
+    );
+    println!(
+        "  curl -s http://{}/metrics | grep cairn_manager",
+        layout.metrics(layout.manager(MANAGER_IDS[0]))
+    );
+    println!("Logs: {}/*.log", layout.dir.display());
+    println!("(`cargo run -p cairn --` in place of `cairn` when it is not installed.)");
+}
+
+/// Serves until Ctrl-C or until a child exits, then stops them all.
+async fn serve(procs: &mut [Proc]) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => println!("\ncairn dev: stopping"),
+        (i, status) = first_exit(procs) => println!(
+            "cairn dev: {} exited ({status}); see {}; stopping",
+            procs[i].name,
+            procs[i].log.display()
+        ),
+    }
+    stop(procs).await;
+}
+
+/// Resolves when a child exits: its index and status.
+async fn first_exit(procs: &mut [Proc]) -> (usize, ExitStatus) {
+    loop {
+        for (i, p) in procs.iter_mut().enumerate() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return (i, status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGTERM to every child (a clean shutdown), SIGKILL to those still running after the grace
+/// period.
+async fn stop(procs: &mut [Proc]) {
+    for p in procs.iter() {
+        if let Some(pid) = p.child.id() {
             let _ = std::process::Command::new("kill")
                 .arg(pid.to_string())
                 .status();
         }
     }
-    for child in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    for p in procs.iter_mut() {
+        if tokio::time::timeout_at(deadline, p.child.wait())
             .await
             .is_err()
         {
-            let _ = child.kill().await;
+            let _ = p.child.kill().await;
         }
     }
 }
 
-async fn demo(client: &Client, children: &mut [Child]) -> anyhow::Result<()> {
-    let kv = client.namespace(SHARD, Namespace::new("demo")?);
-    print!("waiting for a leader");
-    let started = Instant::now();
-    loop {
-        if kv.nop().await.is_ok() {
-            break;
-        }
-        for (i, child) in children.iter_mut().enumerate() {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "node {} exited during start-up ({status}); see its log",
-                    i + 1
-                );
-            }
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("no leader after 60 s; see the node logs");
-        }
-        print!(".");
-        use std::io::Write;
-        std::io::stdout().flush()?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+/// A valid manifest of a made-up object: 2+1 erasure-coded in chunks of two 4 MiB fragments,
+/// a new object id per call (each call is another upload).
+fn manifest(name: &str, size_bytes: u64) -> Manifest {
+    const DATA: u8 = 2;
+    const PARITY: u8 = 1;
+    const FRAGMENT_SIZE_BYTES: u32 = 4 << 20;
+    const DEVICES: u64 = 6;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut made_up = SplitMix64(now.as_nanos() as u64 ^ fnv1a64(name.as_bytes()));
+    let chunk_max = u64::from(DATA) * u64::from(FRAGMENT_SIZE_BYTES);
+    let per_chunk = u64::from(DATA + PARITY);
+    let mut chunks = Vec::new();
+    let mut remaining = size_bytes;
+    while remaining > 0 {
+        let length_bytes = remaining.min(chunk_max);
+        remaining -= length_bytes;
+        let first = chunks.len() as u64 * per_chunk;
+        let fragments = (0..per_chunk)
+            .map(|j| {
+                Some(FragmentLocation {
+                    device_id: 1 + (first + j) % DEVICES,
+                    version: 1,
+                    checksum: Checksum {
+                        algorithm: ChecksumAlgorithm::Crc32c,
+                        digest: made_up.bytes(4),
+                    },
+                    length_bytes: length_bytes.div_ceil(u64::from(DATA)) as u32,
+                })
+            })
+            .collect();
+        chunks.push(Chunk {
+            length_bytes,
+            fragments,
+        });
     }
-    let leader = client
-        .who_leader(SHARD)
-        .await?
-        .context("a leader answered, then none was known")?;
-    println!(
-        " node {} leads ({:.1} s)",
-        leader.node.0,
-        started.elapsed().as_secs_f64()
-    );
-
-    println!();
-    println!("demo, namespace \"demo\" of shard {}:", SHARD.0);
-    let w = kv.set("greeting", "hello, cairn").await?;
-    println!(
-        "  set greeting = \"hello, cairn\"          -> ok, applied at index {}",
-        w.index.0
-    );
-    let r = kv.get("greeting", Consistency::Consistent).await?;
-    println!(
-        "  get greeting (consistent)              -> {:?}",
-        text(&r.value)
-    );
-    let follower = (1..=NODES)
-        .find(|id| *id != leader.node.0)
-        .expect("three nodes");
-    let follower_addr = client.config().nodes[(follower - 1) as usize];
-    let at_follower = client.namespace_at(follower_addr, SHARD, Namespace::new("demo")?);
-    let r = at_follower
-        .get("greeting", Consistency::AtLeast(w.index))
-        .await?;
-    println!(
-        "  get greeting at_least({}) on node {follower}    -> {:?} (follower applied {})",
-        w.index.0,
-        text(&r.value),
-        r.applied.0
-    );
-    let t = kv
-        .test_and_set("counter", None, Some(b"1".to_vec()))
-        .await?;
-    println!(
-        "  test_and_set counter: absent -> 1      -> {:?}",
-        t.value.as_deref().map(text)
-    );
-    let t = kv
-        .test_and_set("counter", Some(b"7".to_vec()), Some(b"8".to_vec()))
-        .await?;
-    println!(
-        "  test_and_set counter: 7 -> 8           -> {:?} (no swap: it was 1)",
-        t.value.as_deref().map(text)
-    );
-    kv.sequence(vec![
-        Step::AssertExists {
-            key: b"greeting".to_vec(),
+    let manifest = Manifest {
+        name: name.to_string(),
+        object_id: made_up.bytes(16),
+        size_bytes,
+        checksum: Checksum {
+            algorithm: ChecksumAlgorithm::Blake3,
+            digest: made_up.bytes(32),
         },
-        Step::Set {
-            key: b"object/a".to_vec(),
-            value: b"manifest of a".to_vec(),
+        scheme: StorageScheme {
+            data_fragments: DATA,
+            parity_fragments: PARITY,
+            fragment_size_bytes: FRAGMENT_SIZE_BYTES,
+            compression: Compression::None,
+            encrypted: false,
         },
-        Step::Set {
-            key: b"object/b".to_vec(),
-            value: b"manifest of b".to_vec(),
-        },
-    ])
-    .await?;
-    println!("  sequence [assert_exists greeting, set object/a, set object/b] -> ok");
-    let failed = kv
-        .sequence(vec![
-            Step::Assert {
-                key: b"greeting".to_vec(),
-                expected: None,
-            },
-            Step::Set {
-                key: b"object/c".to_vec(),
-                value: b"never".to_vec(),
-            },
-        ])
-        .await;
-    match failed {
-        Err(e) => {
-            println!("  sequence [assert greeting absent, set object/c] -> {e} (nothing applied)")
-        }
-        Ok(_) => bail!("a sequence with a failing assertion was applied"),
-    }
-    let entries = kv
-        .range_entries(KeyRange::all(), Consistency::Consistent)
-        .await?;
-    println!("  range_entries (consistent):");
-    for (k, v) in &entries.value {
-        println!("    {} = {:?}", text(k), text(v));
-    }
-    let count = kv.count("object/", Consistency::Any).await?;
-    println!(
-        "  count object/ (any)                    -> {}",
-        count.value
-    );
-    println!();
-    println!("replicas:");
-    for (addr, status) in client.status_all().await {
-        match status {
-            Ok(list) => {
-                for s in list {
-                    println!(
-                        "  node {} ({addr}): {:<9} term {} commit {} applied {}",
-                        s.node.0,
-                        s.role.to_string(),
-                        s.term.0,
-                        s.commit.0,
-                        s.applied.0
-                    );
-                }
-            }
-            Err(e) => println!("  {addr}: {e}"),
-        }
-    }
-    Ok(())
+        chunks,
+        version: 1,
+        timestamp_ms: now.as_millis() as u64,
+    };
+    manifest
+        .validate(FRAME_MAX_BYTES_DEFAULT)
+        .expect("the demo builds valid manifests");
+    manifest
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// Made-up bytes (object ids, digests): SplitMix64.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The devices of a chunk's stored fragments, in fragment order.
+fn devices(chunk: &Chunk) -> String {
+    let ids: Vec<String> = chunk
+        .fragments
+        .iter()
+        .flatten()
+        .map(|f| f.device_id.to_string())
+        .collect();
+    ids.join(",")
+}
+
+/// A size in decimal units.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// The router's manifest cache hit counter, scraped from its `/metrics` (0 before the first
+/// hit: the counter appears then).
+async fn cache_hits(metrics: SocketAddr) -> anyhow::Result<u64> {
+    const HITS: &str = "cairn_router_manifest_cache_hits_total";
+    let body = tokio::time::timeout(Duration::from_secs(2), scrape(metrics))
+        .await
+        .context("no answer within 2 s")??;
+    let Some(line) = body.lines().find(|l| l.starts_with(HITS)) else {
+        return Ok(0);
+    };
+    let value = line.rsplit(' ').next().unwrap_or_default();
+    value
+        .parse::<f64>()
+        .map(|v| v as u64)
+        .with_context(|| format!("cannot read {line:?}"))
+}
+
+/// `GET /metrics` over plain HTTP/1.0; the body.
+async fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    stream
+        .take(16 << 20)
+        .read_to_end(&mut response)
+        .await?;
+    let response = String::from_utf8_lossy(&response);
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.contains(" 200 ") => Ok(body.to_string()),
+        _ => bail!("{addr} did not answer 200 with a body"),
+    }
 }

@@ -326,11 +326,15 @@ fn namespace(args: &KvArgs) -> anyhow::Result<Namespace> {
 }
 
 /// `consistent`, `any` or `at-least:INDEX`.
-fn parse_consistency(s: &str) -> Result<Consistency, String> {
+pub(crate) fn parse_consistency(s: &str) -> Result<Consistency, String> {
     match s {
         "consistent" => Ok(Consistency::Consistent),
         "any" => Ok(Consistency::Any),
-        _ => match s.strip_prefix("at-least:").map(str::parse::<u64>) {
+        _ => match s
+            .strip_prefix("at-least:")
+            .or_else(|| s.strip_prefix("at-least="))
+            .map(str::parse::<u64>)
+        {
             Some(Ok(index)) => Ok(Consistency::AtLeast(LogIndex(index))),
             _ => Err(format!(
                 "{s:?} is not a consistency: use consistent, any or at-least:INDEX"

@@ -9,16 +9,22 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+mod catalog_cmd;
 mod certs_cmd;
 mod cluster_file;
 mod dev_cmd;
 mod kv_cmd;
+mod manager_cmd;
+mod manifest_cmd;
 mod node_cmd;
+mod ns_cmd;
+mod router_cmd;
 mod status_cmd;
 
 const EXIT_CODES: &str = "\
-Exit codes: 0 success, 1 other error, 2 key not found, 3 assertion failed, 4 no quorum or no \
-node reachable, 5 outcome of a write unknown (it may or may not have been applied), 64 bad \
+Exit codes: 0 success, 1 other error, 2 not found (key, object or namespace), 3 condition failed \
+(assertion failed, object exists or changed, namespace exists), 4 no quorum, unavailable or no \
+server reachable, 5 outcome of a write unknown (it may or may not have been applied), 64 bad \
 command line.";
 
 /// cairn: a multi-site, Raft-replicated metadata store.
@@ -35,10 +41,23 @@ enum Command {
     Certs(certs_cmd::CertsArgs),
     /// Run a shard node (until Ctrl-C or SIGTERM).
     ShardNode(node_cmd::NodeArgs),
+    /// Run a manager node: the catalog, automatic sharding, routing watches (until Ctrl-C or
+    /// SIGTERM).
+    Manager(manager_cmd::ManagerArgs),
+    /// Run a caching router for storage proxies (until Ctrl-C or SIGTERM).
+    Router(router_cmd::RouterArgs),
     /// Read and write keys of a namespace.
     Kv(kv_cmd::KvArgs),
     /// Show the replicas of every node of a cluster.
     Status(status_cmd::StatusArgs),
+    /// Create, list, show and delete namespaces (through the managers).
+    Ns(ns_cmd::NsArgs),
+    /// Put, get, list and delete object manifests of a namespace (through the routers).
+    Manifest(manifest_cmd::ManifestArgs),
+    /// List the shards of the catalog (through the managers).
+    Shards(catalog_cmd::ShardsArgs),
+    /// List the shard-node hosts of the catalog (through the managers).
+    Hosts(catalog_cmd::HostsArgs),
     /// Run a local development cluster.
     Dev(DevArgs),
 }
@@ -46,11 +65,13 @@ enum Command {
 /// Arguments of `cairn dev`.
 #[derive(Args)]
 pub(crate) struct DevArgs {
-    /// Where the cluster keeps its certificates, configurations and data; reused on the next run
-    /// (default: a temporary directory, removed on exit).
+    /// Where the platform keeps its certificates, configurations, data, logs and cluster file;
+    /// reused on the next run (default: a temporary directory, removed on exit).
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
-    /// The first port; node N listens on QUIC port base+N and serves metrics on base+10+N.
+    /// The first port. QUIC (UDP): managers on base+1..3, shard-node hosts on base+11..14, the
+    /// router on base+20; each serves Prometheus metrics (TCP) on its QUIC port + 50
+    /// (base+51..53, base+61..64, base+70).
     #[arg(long, default_value_t = 7100)]
     pub(crate) base_port: u16,
     /// Stop the cluster after the demo instead of serving until Ctrl-C (for scripted checks).
@@ -100,21 +121,47 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Certs(args) => certs_cmd::run(args),
         Command::ShardNode(args) => node_cmd::run(args).await,
+        Command::Manager(args) => manager_cmd::run(args).await,
+        Command::Router(args) => router_cmd::run(args).await,
         Command::Kv(args) => kv_cmd::run(args).await,
         Command::Status(args) => status_cmd::run(args).await,
+        Command::Ns(args) => ns_cmd::run(args).await,
+        Command::Manifest(args) => manifest_cmd::run(args).await,
+        Command::Shards(args) => catalog_cmd::run_shards(args).await,
+        Command::Hosts(args) => catalog_cmd::run_hosts(args).await,
         Command::Dev(args) => dev_cmd::run(args).await,
     }
 }
 
-/// The exit code of a failed command: one per error class a script may want to tell apart.
+/// The exit code of a failed command: one per error class a script may want to tell apart (see
+/// [`EXIT_CODES`]). The error is a client error, or a node's error the command raised itself
+/// (an object a read found missing, an argument checked before sending).
 fn exit_code(e: &anyhow::Error) -> u8 {
     use cairn_client::{ApiError, Error};
-    let client_error = e.chain().find_map(|e| e.downcast_ref::<Error>());
-    match client_error {
-        Some(Error::Api(ApiError::NotFound { .. })) => 2,
-        Some(Error::Api(ApiError::AssertionFailed { .. })) => 3,
-        Some(Error::Api(ApiError::NoQuorum { .. }) | Error::Unavailable { .. }) => 4,
-        Some(e) if e.is_ambiguous() => 5,
+    let api_code = |e: &ApiError| match e {
+        ApiError::NotFound { .. }
+        | ApiError::ObjectNotFound { .. }
+        | ApiError::UnknownNamespace(_) => 2,
+        ApiError::AssertionFailed { .. }
+        | ApiError::ObjectExists { .. }
+        | ApiError::ObjectChanged { .. }
+        | ApiError::NamespaceExists(_) => 3,
+        ApiError::NoQuorum { .. } | ApiError::Unavailable(_) => 4,
+        e if !e.nothing_done() => 5,
         _ => 1,
+    };
+    for cause in e.chain() {
+        if let Some(e) = cause.downcast_ref::<Error>() {
+            return match e {
+                Error::Api(api) => api_code(api),
+                Error::Unavailable { .. } => 4,
+                e if e.is_ambiguous() => 5,
+                _ => 1,
+            };
+        }
+        if let Some(api) = cause.downcast_ref::<ApiError>() {
+            return api_code(api);
+        }
     }
+    1
 }

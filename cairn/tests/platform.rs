@@ -198,7 +198,17 @@ async fn namespaces_fill_shards_the_router_serves_manifests_and_deletes_free_nam
         space.read(get.clone(), Consistency::Consistent).await.ok()
     })
     .await;
+    // One lookup the cache cannot answer, so that the counter is known to count.
+    let unknown = router
+        .routed(ns("no-such-namespace"))
+        .read(get.clone(), Consistency::Any)
+        .await;
+    assert!(
+        matches!(unknown, Err(Error::Api(ApiError::UnknownNamespace(_)))),
+        "{unknown:?}"
+    );
     let before = metric(&scrape(platform.router.metrics), "cairn_router_manager_lookups_total");
+    assert!(before >= 1.0, "the miss was not counted as a manager lookup");
     for _ in 0..50 {
         space.read(get.clone(), Consistency::Consistent).await.unwrap();
         space.read(get.clone(), Consistency::Any).await.unwrap();

@@ -46,6 +46,7 @@ mod error;
 mod namespace;
 pub mod retry;
 mod transport;
+mod watch;
 
 pub use client::Client;
 pub use config::{
@@ -54,6 +55,7 @@ pub use config::{
 };
 pub use error::Error;
 pub use namespace::{Entries, NamespaceClient, Read, Written};
+pub use watch::RoutingWatch;
 
 /// The wire types a client needs, re-exported so users need not depend on `cairn-wire`.
 pub use cairn_wire::api::{

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use cairn_wire::api::{
-    Consistency, Epoch, KeyRange, Namespace, ReadOp, ReadResult, Request, Response, ShardId,
-    Step, WriteOp, WriteResult,
+    Consistency, Epoch, KeyRange, Namespace, ReadOp, ReadResult, Request, Response, ShardId, Step,
+    WriteOp, WriteResult,
 };
 use raft_core::LogIndex;
 

@@ -242,7 +242,21 @@ impl Catalog {
         for change in changes {
             match change {
                 Change::Host(h) => {
-                    self.hosts.insert(h.id, h);
+                    let id = h.id;
+                    let moved = self.hosts.get(&id).is_some_and(|old| old.addr != h.addr);
+                    self.hosts.insert(id, h);
+                    if moved {
+                        // Routers must learn the new address of every replica on the host.
+                        let shards: Vec<ShardId> = self
+                            .shards
+                            .values()
+                            .filter(|s| s.replicas.contains(&id))
+                            .map(|s| s.id)
+                            .collect();
+                        routing
+                            .shards
+                            .extend(shards.into_iter().filter_map(|s| self.shard_route(s)));
+                    }
                 }
                 Change::Shard(s) => {
                     let id = s.id;

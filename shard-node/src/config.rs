@@ -235,6 +235,9 @@ impl NodeConfig {
         }
         let mut seen = std::collections::BTreeSet::new();
         for shard in &self.shards {
+            if shard.id == u64::MAX {
+                return fail(format!("shard id {} is reserved", shard.id));
+            }
             if !seen.insert(shard.id) {
                 return fail(format!("shard {} is listed twice", shard.id));
             }

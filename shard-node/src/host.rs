@@ -306,6 +306,11 @@ impl Host {
         if self.replicas.contains_key(&shard) {
             return Ok(());
         }
+        if shard.0 == u64::MAX {
+            return Err(ApiError::InvalidArgument(format!(
+                "shard id {shard} is reserved"
+            )));
+        }
         if !replicas.iter().any(|r| r.node == self.id) {
             return Err(ApiError::InvalidArgument(format!(
                 "node {} is not among the replicas of shard {shard}",

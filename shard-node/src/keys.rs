@@ -1,21 +1,62 @@
 //! Where a shard replica's state-machine data lives in the host's RocksDB.
 //!
-//! Every replica on a host shares one RocksDB instance; its key-value data lives in the `data`
-//! column family under keys of the form
+//! Every replica on a host shares one RocksDB instance; its state lives in the `data` column
+//! family under keys of the form
 //!
 //! ```text
-//! shard: u64 big-endian | generation: u64 big-endian | namespace length: u8 | namespace | user key
+//! shard: u64 BE | generation: u64 BE | area: u8 | namespace length: u8 | namespace | rest
 //! ```
 //!
+//! The *area* says what a key holds, and what `rest` is:
+//!
+//! - [`Area::Kv`] (0): the namespace's key-value data; `rest` is the user key, the value is the
+//!   user value.
+//! - [`Area::Manifest`] (1): the namespace's object manifests; `rest` is the object name (its
+//!   UTF-8 bytes), the value the postcard-encoded manifest.
+//! - [`Area::System`] (2): the namespace's own records; `rest` is one [`SystemRecord`] tag byte
+//!   (ownership, statistics), the value a postcard-encoded record.
+//!
 //! Big-endian integers make a shard's keys (and a generation's keys inside it) one contiguous
-//! range, so a generation can be iterated, copied or dropped with one range. The namespace length
-//! byte keeps namespaces apart: namespace `a` and namespace `ab` have different length bytes, so
-//! no key of one ever starts with the prefix of the other.
+//! range, so a generation can be iterated, copied or dropped with one range. Snapshots copy a
+//! whole generation, so manifests, statistics and ownership travel with the key-value data
+//! unchanged. Inside a generation each area is contiguous, and inside an area each namespace is:
+//! the keys, the manifests or the records of one namespace are one range each (dropping a
+//! namespace takes three range deletes), and one area of every namespace is one scan.
+//!
+//! The namespace length byte keeps namespaces apart: namespace `a` and namespace `ab` have
+//! different length bytes, so no key of one ever starts with the prefix of the other.
 
 use cairn_wire::api::{Namespace, ShardId};
 
 /// The length of [`KeySpace::prefix`]: shard and generation, 8 bytes each.
 pub const SPACE_PREFIX_LEN_BYTES: usize = 16;
+
+/// What the keys of one part of a generation hold (the byte after the generation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Area {
+    /// Key-value data: user key → user value.
+    Kv = 0,
+    /// Object manifests: object name → manifest.
+    Manifest = 1,
+    /// A namespace's own records: [`SystemRecord`] tag → record.
+    System = 2,
+}
+
+impl Area {
+    /// Every area, in key order.
+    pub const ALL: [Self; 3] = [Self::Kv, Self::Manifest, Self::System];
+}
+
+/// The records of a namespace in [`Area::System`] (the byte after the namespace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum SystemRecord {
+    /// Whether, and at which epoch, the shard owns the namespace (managed shards only).
+    Ownership = 0,
+    /// The namespace's object count and logical size.
+    Stats = 1,
+}
 
 /// The key space of one shard replica's state machine in the data column family: one generation
 /// of one shard. A snapshot install writes a new generation and flips to it; the state machine
@@ -29,7 +70,7 @@ pub struct KeySpace {
 }
 
 impl KeySpace {
-    /// The prefix of every key of this space: `shard | generation`, 16 bytes.
+    /// The prefix of every key of this space, in every area: `shard | generation`, 16 bytes.
     pub fn prefix(&self) -> Vec<u8> {
         let mut prefix = Vec::with_capacity(SPACE_PREFIX_LEN_BYTES);
         prefix.extend_from_slice(&self.shard.0.to_be_bytes());
@@ -37,23 +78,46 @@ impl KeySpace {
         prefix
     }
 
-    /// The prefix of every key of namespace `ns` in this space: `prefix | len | ns`.
-    pub fn namespace_prefix(&self, ns: &Namespace) -> Vec<u8> {
+    /// The prefix of every key of `area` in this space, of every namespace: `prefix | area`.
+    pub fn area_prefix(&self, area: Area) -> Vec<u8> {
+        let mut prefix = self.prefix();
+        prefix.push(area as u8);
+        prefix
+    }
+
+    /// The prefix of the keys of namespace `ns` in `area`: `prefix | area | len | ns`.
+    pub fn namespace_prefix(&self, area: Area, ns: &Namespace) -> Vec<u8> {
         let name = ns.as_str().as_bytes();
         // `Namespace` guarantees 1 to NAMESPACE_LEN_MAX_BYTES (128) bytes.
         let len = u8::try_from(name.len()).expect("a namespace is at most 128 bytes long");
-        let mut prefix = Vec::with_capacity(SPACE_PREFIX_LEN_BYTES + 1 + name.len());
+        let mut prefix = Vec::with_capacity(SPACE_PREFIX_LEN_BYTES + 2 + name.len());
         prefix.extend_from_slice(&self.prefix());
+        prefix.push(area as u8);
         prefix.push(len);
         prefix.extend_from_slice(name);
         prefix
     }
 
-    /// The stored key of user key `key` in namespace `ns`.
-    pub fn data_key(&self, ns: &Namespace, key: &[u8]) -> Vec<u8> {
-        let mut stored = self.namespace_prefix(ns);
-        stored.extend_from_slice(key);
+    /// The stored key of `rest` in `area` of namespace `ns`.
+    pub fn area_key(&self, area: Area, ns: &Namespace, rest: &[u8]) -> Vec<u8> {
+        let mut stored = self.namespace_prefix(area, ns);
+        stored.extend_from_slice(rest);
         stored
+    }
+
+    /// The stored key of user key `key` in namespace `ns` ([`Area::Kv`]).
+    pub fn data_key(&self, ns: &Namespace, key: &[u8]) -> Vec<u8> {
+        self.area_key(Area::Kv, ns, key)
+    }
+
+    /// The stored key of the manifest of object `name` in namespace `ns` ([`Area::Manifest`]).
+    pub fn manifest_key(&self, ns: &Namespace, name: &str) -> Vec<u8> {
+        self.area_key(Area::Manifest, ns, name.as_bytes())
+    }
+
+    /// The stored key of record `record` of namespace `ns` ([`Area::System`]).
+    pub fn system_key(&self, ns: &Namespace, record: SystemRecord) -> Vec<u8> {
+        self.area_key(Area::System, ns, &[record as u8])
     }
 
     /// The prefix of every key of `shard`, in every generation: 8 bytes.
@@ -61,8 +125,8 @@ impl KeySpace {
         shard.0.to_be_bytes().to_vec()
     }
 
-    /// The part of a stored key after this space's 16-byte prefix (namespace length, namespace
-    /// and user key), or `None` when `stored` is not a key of this space.
+    /// The part of a stored key after this space's 16-byte prefix (area, namespace length,
+    /// namespace and the rest), or `None` when `stored` is not a key of this space.
     pub fn relative<'a>(&self, stored: &'a [u8]) -> Option<&'a [u8]> {
         stored.strip_prefix(self.prefix().as_slice())
     }
@@ -90,14 +154,15 @@ pub fn key_successor(key: &[u8]) -> Vec<u8> {
     next
 }
 
-/// The range `[lower, upper)` of the stored keys of namespace `ns` in `space` whose user key
-/// starts with `prefix` (every key of the namespace when `prefix` is empty).
+/// The range `[lower, upper)` of the stored keys of namespace `ns` in `area` of `space` whose
+/// rest starts with `prefix` (every key of the namespace in that area when `prefix` is empty).
 pub fn namespace_prefix_range(
     space: &KeySpace,
+    area: Area,
     ns: &Namespace,
     prefix: &[u8],
 ) -> (Vec<u8>, Vec<u8>) {
-    let lower = space.data_key(ns, prefix);
+    let lower = space.area_key(area, ns, prefix);
     // The namespace length byte (1..=128) is never 0xff, so an end always exists.
     let upper = prefix_end(&lower).expect("a namespace prefix contains a byte below 0xff");
     (lower, upper)
@@ -112,18 +177,58 @@ mod tests {
     }
 
     #[test]
-    fn data_key_is_shard_generation_length_namespace_key() {
+    fn data_key_is_shard_generation_area_length_namespace_key() {
         let space = KeySpace {
             shard: ShardId(0x0102),
             generation: 7,
         };
         let key = space.data_key(&ns("ab"), b"k");
-        let mut expected = vec![0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 7, 2];
+        let mut expected = vec![0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 7, 0, 2];
         expected.extend_from_slice(b"abk");
         assert_eq!(key, expected);
         assert!(key.starts_with(&KeySpace::shard_prefix(ShardId(0x0102))));
         assert!(key.starts_with(&space.prefix()));
-        assert_eq!(space.relative(&key), Some(&b"\x02abk"[..]));
+        assert!(key.starts_with(&space.area_prefix(Area::Kv)));
+        assert_eq!(space.relative(&key), Some(&b"\x00\x02abk"[..]));
+    }
+
+    #[test]
+    fn manifest_and_system_keys_carry_their_area() {
+        let space = KeySpace {
+            shard: ShardId(1),
+            generation: 1,
+        };
+        let manifest = space.manifest_key(&ns("ab"), "obj");
+        assert_eq!(space.relative(&manifest), Some(&b"\x01\x02abobj"[..]));
+        let stats = space.system_key(&ns("ab"), SystemRecord::Stats);
+        assert_eq!(space.relative(&stats), Some(&b"\x02\x02ab\x01"[..]));
+        let ownership = space.system_key(&ns("ab"), SystemRecord::Ownership);
+        assert_eq!(space.relative(&ownership), Some(&b"\x02\x02ab\x00"[..]));
+    }
+
+    #[test]
+    fn areas_do_not_overlap_and_stay_inside_the_generation() {
+        let space = KeySpace {
+            shard: ShardId(1),
+            generation: 1,
+        };
+        let next = KeySpace {
+            generation: 2,
+            ..space
+        };
+        let n = ns("a");
+        // The same bytes as a user key and as an object name land in different ranges.
+        let (kv_lower, kv_upper) = namespace_prefix_range(&space, Area::Kv, &n, b"");
+        let manifest = space.manifest_key(&n, "x");
+        assert!(!(kv_lower <= manifest && manifest < kv_upper));
+        let highest_kv = space.data_key(&n, &[0xff; 8]);
+        let lowest_manifest = space.area_prefix(Area::Manifest);
+        assert!(highest_kv < lowest_manifest);
+        let highest_system = space.area_key(Area::System, &ns(&"z".repeat(128)), &[0xff; 8]);
+        assert!(highest_system < next.prefix());
+        for area in Area::ALL {
+            assert!(space.area_key(area, &n, b"r").starts_with(&space.prefix()));
+        }
     }
 
     #[test]
@@ -154,11 +259,13 @@ mod tests {
             shard: ShardId(1),
             generation: 1,
         };
-        let a = space.namespace_prefix(&ns("a"));
-        let ab = space.namespace_prefix(&ns("ab"));
-        assert!(!ab.starts_with(&a));
-        assert!(!space.data_key(&ns("ab"), b"x").starts_with(&a));
-        assert!(!space.data_key(&ns("a"), b"bx").starts_with(&ab));
+        for area in Area::ALL {
+            let a = space.namespace_prefix(area, &ns("a"));
+            let ab = space.namespace_prefix(area, &ns("ab"));
+            assert!(!ab.starts_with(&a));
+            assert!(!space.area_key(area, &ns("ab"), b"x").starts_with(&a));
+            assert!(!space.area_key(area, &ns("a"), b"bx").starts_with(&ab));
+        }
     }
 
     #[test]
@@ -183,13 +290,18 @@ mod tests {
             shard: ShardId(u64::MAX),
             generation: u64::MAX,
         };
-        let (lower, upper) = namespace_prefix_range(&space, &ns("a"), &[0xff]);
+        let (lower, upper) = namespace_prefix_range(&space, Area::Kv, &ns("a"), &[0xff]);
         let inside = space.data_key(&ns("a"), &[0xff, 0xff, 0xff]);
         let outside = space.data_key(&ns("a"), &[0xfe]);
         assert!(lower <= inside && inside < upper);
         assert!(outside < lower);
-        let (lower, upper) = namespace_prefix_range(&space, &ns("a"), b"");
+        let (lower, upper) = namespace_prefix_range(&space, Area::Kv, &ns("a"), b"");
         let other_namespace = space.data_key(&ns("ab"), b"");
         assert!(!(lower <= other_namespace && other_namespace < upper));
+        let (lower, upper) = namespace_prefix_range(&space, Area::Manifest, &ns("a"), b"p");
+        let inside = space.manifest_key(&ns("a"), "p/q");
+        let outside = space.manifest_key(&ns("a"), "q");
+        assert!(lower <= inside && inside < upper);
+        assert!(!(lower <= outside && outside < upper));
     }
 }

@@ -1,11 +1,13 @@
 //! The key-value state machine of a shard replica, on RocksDB.
 //!
-//! A shard's data lives in the host's `data` column family under the keys of its
-//! [`KeySpace`], one ordered key space per namespace. This module
-//! validates requests against [`KvLimits`] before they are proposed ([`validate_write`],
-//! [`validate_read`]), applies committed writes ([`apply_write`]) and serves reads from a
-//! consistent view ([`read`]). The semantics are Arakoon's (see
-//! `shared/reference/arakoon-alba.md` §1.1).
+//! A shard's key-value data lives in the host's `data` column family, in the [`Area::Kv`] keys
+//! of its [`KeySpace`], one ordered key space per namespace; nothing here ever sees the other
+//! areas (manifests, a namespace's records). This module validates requests against [`KvLimits`]
+//! before they are proposed ([`validate_write`], [`validate_read`]), applies committed writes
+//! ([`apply_write`]) and serves reads from a consistent view ([`read`]). The semantics are
+//! Arakoon's (see `shared/reference/arakoon-alba.md` §1.1). The namespace state machine
+//! ([`crate::nsm`]) checks ownership and handles the manifest and namespace operations before it
+//! calls this module; those operations are [`ApiError::InvalidArgument`] here.
 //!
 //! Applying is deterministic: it depends only on the operation and the state in the database,
 //! never on limits, clocks or configuration, so every replica computes the same result and the
@@ -20,7 +22,7 @@ use cairn_wire::api::{
 };
 use rocksdb::{ColumnFamily, DB, DBRawIteratorWithThreadMode, ReadOptions, WriteBatch};
 
-use crate::keys::{KeySpace, key_successor, namespace_prefix_range};
+use crate::keys::{Area, KeySpace, key_successor, namespace_prefix_range};
 use crate::storage::CF_DATA;
 
 /// The limits of the key-value API: every request and every answer is bounded.
@@ -46,6 +48,15 @@ pub struct KvLimits {
     /// none (more results fail with `what: "results"`), and the largest `max` a request may give.
     /// Default 100 000.
     pub range_results_max: u32,
+    /// The largest manifest, encoded, in bytes: a bigger one fails with [`ApiError::TooLarge`]
+    /// (`what: "manifest"`). Default 256 KiB.
+    pub manifest_size_max_bytes: u32,
+    /// The most object names of one `GetManifests` (more fail with `what: "get_manifests"`).
+    /// Default 1 000.
+    pub get_manifests_max: u32,
+    /// The largest `limit` of one `ListObjects` (more fail with `what: "limit"`). Default
+    /// 10 000.
+    pub list_objects_max: u32,
 }
 
 impl Default for KvLimits {
@@ -58,6 +69,9 @@ impl Default for KvLimits {
             multi_get_keys_max: 10_000,
             response_size_max_bytes: 16 * 1024 * 1024,
             range_results_max: 100_000,
+            manifest_size_max_bytes: 256 * 1024,
+            get_manifests_max: 1_000,
+            list_objects_max: 10_000,
         }
     }
 }
@@ -259,7 +273,7 @@ impl<'l> RequestSize<'l> {
     }
 }
 
-fn too_large(what: &str, size: usize, max: u32) -> ApiError {
+pub(crate) fn too_large(what: &str, size: usize, max: u32) -> ApiError {
     ApiError::TooLarge {
         what: what.to_string(),
         size: size as u64,
@@ -267,11 +281,17 @@ fn too_large(what: &str, size: usize, max: u32) -> ApiError {
     }
 }
 
+/// The error for an operation that is not a key-value one (the namespace state machine handles
+/// those before calling this module).
+fn not_kv(op: &str) -> ApiError {
+    ApiError::InvalidArgument(format!("{op} is not a key-value operation"))
+}
+
 fn storage_error(error: rocksdb::Error) -> ApiError {
     ApiError::Internal(format!("storage: {error}"))
 }
 
-fn data_cf(db: &DB) -> Result<&ColumnFamily, ApiError> {
+pub(crate) fn data_cf(db: &DB) -> Result<&ColumnFamily, ApiError> {
     db.cf_handle(CF_DATA).ok_or_else(|| {
         ApiError::Internal(format!("storage: the column family {CF_DATA:?} is missing"))
     })
@@ -473,8 +493,8 @@ pub fn read(
             Ok(ReadResult::Entries(entries))
         }
         ReadOp::PrefixKeys { prefix, max } => {
-            let bounds = namespace_prefix_range(space, ns, prefix);
-            let skip = space.namespace_prefix(ns).len();
+            let bounds = namespace_prefix_range(space, Area::Kv, ns, prefix);
+            let skip = space.namespace_prefix(Area::Kv, ns).len();
             let keys = collect(
                 view,
                 bounds,
@@ -487,7 +507,7 @@ pub fn read(
             Ok(ReadResult::Keys(keys))
         }
         ReadOp::Count { prefix } => {
-            let (lower, upper) = namespace_prefix_range(space, ns, prefix);
+            let (lower, upper) = namespace_prefix_range(space, Area::Kv, ns, prefix);
             let mut count = 0_u64;
             view.scan::<()>(&lower, &upper, ScanOrder::Ascending, |_, _| {
                 count += 1;
@@ -507,17 +527,18 @@ fn entry(key: &[u8], value: &[u8]) -> ((Vec<u8>, Vec<u8>), usize) {
 }
 
 /// Counts the key and value bytes of one answer.
-struct ResponseSize<'l> {
+pub(crate) struct ResponseSize<'l> {
     limits: &'l KvLimits,
     bytes: usize,
 }
 
 impl<'l> ResponseSize<'l> {
-    fn new(limits: &'l KvLimits) -> Self {
+    pub(crate) fn new(limits: &'l KvLimits) -> Self {
         Self { limits, bytes: 0 }
     }
 
-    fn add(&mut self, bytes: usize) -> Result<(), ApiError> {
+    /// Adds `bytes` to the answer; [`ApiError::TooLarge`] (`what: "response"`) past the limit.
+    pub(crate) fn add(&mut self, bytes: usize) -> Result<(), ApiError> {
         self.bytes = self.bytes.saturating_add(bytes);
         if self.bytes > self.limits.response_size_max_bytes as usize {
             return Err(too_large(
@@ -533,7 +554,7 @@ impl<'l> ResponseSize<'l> {
 /// The stored-key range `[lower, upper)` of a user-key range of namespace `ns`; `None` when it
 /// is empty.
 fn stored_range(space: &KeySpace, ns: &Namespace, range: &KeyRange) -> Option<(Vec<u8>, Vec<u8>)> {
-    let (namespace_lower, namespace_upper) = namespace_prefix_range(space, ns, b"");
+    let (namespace_lower, namespace_upper) = namespace_prefix_range(space, Area::Kv, ns, b"");
     // Every bound becomes inclusive-below, exclusive-above: the key right after `k` is `k\0`.
     let lower = match &range.start {
         Bound::Included(key) => space.data_key(ns, key),
@@ -559,7 +580,7 @@ fn collect_range<T>(
 ) -> Result<Vec<T>, ApiError> {
     match stored_range(space, ns, range) {
         Some(bounds) => {
-            let skip = space.namespace_prefix(ns).len();
+            let skip = space.namespace_prefix(Area::Kv, ns).len();
             collect(view, bounds, skip, order, range.max, limits, make)
         }
         None => Ok(Vec::new()),
@@ -692,7 +713,7 @@ impl<'a> Overlay<'a> {
             cf,
             space,
             ns,
-            skip: space.namespace_prefix(ns).len(),
+            skip: space.namespace_prefix(Area::Kv, ns).len(),
             writes: BTreeMap::new(),
             deleted: BTreeSet::new(),
         }
@@ -850,7 +871,7 @@ impl<'a> Overlay<'a> {
             // The whole prefix was deleted: only the writes above are live.
             return Ok(None);
         }
-        let (lower, upper) = namespace_prefix_range(self.space, self.ns, prefix);
+        let (lower, upper) = namespace_prefix_range(self.space, Area::Kv, self.ns, prefix);
         let iterator = self
             .db
             .raw_iterator_cf_opt(self.cf, scan_options(&lower, &upper));
@@ -866,7 +887,7 @@ impl<'a> Overlay<'a> {
     /// Appends the changes to `batch`: range deletes first, then the writes, which are newer.
     fn stage(self, batch: &mut WriteBatch) {
         for prefix in &self.deleted {
-            let (lower, upper) = namespace_prefix_range(self.space, self.ns, prefix);
+            let (lower, upper) = namespace_prefix_range(self.space, Area::Kv, self.ns, prefix);
             batch.delete_range_cf(self.cf, lower, upper);
         }
         for (key, value) in &self.writes {
@@ -1661,6 +1682,7 @@ mod tests {
             multi_get_keys_max: 2,
             response_size_max_bytes: 6,
             range_results_max: 3,
+            ..KvLimits::default()
         }
     }
 
@@ -1867,10 +1889,4 @@ mod tests {
             Err(ApiError::Internal(_))
         ));
     }
-}
-
-/// The error for an operation that is not a key-value one (the namespace state machine handles
-/// those before calling this module).
-fn not_kv(op: &str) -> ApiError {
-    ApiError::InvalidArgument(format!("{op} is not a key-value operation"))
 }

@@ -311,7 +311,12 @@ impl Service {
                 op,
             } => {
                 nsm::validate_write(&op, &self.limits)?;
-                self.known(shard)?;
+                let replica = self.known(shard)?;
+                nsm::validate_epoch(shard, replica.managed, epoch)?;
+                if replica.managed && !op.is_admin() {
+                    // Refuse a stale route before it takes a log entry (applying checks again).
+                    self.check_owner(shard, &namespace, epoch)?;
+                }
                 let command = Command {
                     namespace,
                     epoch,
@@ -408,6 +413,38 @@ impl Service {
             .get(&shard)
             .cloned()
             .ok_or(ApiError::UnknownShard(shard))
+    }
+
+    /// Fails with [`ApiError::WrongShard`] unless the shard owns `namespace` at `epoch` as far
+    /// as its applied state shows.
+    fn check_owner(
+        &self,
+        shard: ShardId,
+        namespace: &Namespace,
+        epoch: Option<Epoch>,
+    ) -> Result<(), ApiError> {
+        let view = kv::SnapshotView::new(self.engine.db());
+        let applied = self
+            .engine
+            .applied_in(view.snapshot(), shard)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let space = KeySpace {
+            shard,
+            generation: applied.generation,
+        };
+        match nsm::ownership(&view, &space, namespace)? {
+            Some(nsm::Ownership::Owned(owned)) if Some(owned) == epoch => Ok(()),
+            Some(nsm::Ownership::Owned(owned)) => Err(ApiError::WrongShard {
+                shard,
+                namespace: namespace.clone(),
+                epoch: Some(owned),
+            }),
+            _ => Err(ApiError::WrongShard {
+                shard,
+                namespace: namespace.clone(),
+                epoch: None,
+            }),
+        }
     }
 
     /// Sends an event carrying a reply channel to the host loop and waits for the answer.

