@@ -445,3 +445,110 @@ async fn killing_the_manager_leader_during_a_creation_storm_loses_and_duplicates
 fn tracing_free_log(name: &str, e: &Error) {
     println!("{name}: retrying after {e}");
 }
+
+/// Runs `cairn` with the platform's cluster file; returns (exit code, stdout, stderr).
+fn cli(platform: &Platform, args: &[&str]) -> (i32, String, String) {
+    let certs = platform.dir.path().join("certs");
+    let cluster = platform.dir.path().join("cluster.toml");
+    if !cluster.exists() {
+        let list = |addrs: Vec<String>| {
+            addrs
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        std::fs::write(
+            &cluster,
+            format!(
+                "managers = [{}]\nrouters = [\"{}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                list(platform.managers.values().map(|p| p.addr.to_string()).collect()),
+                platform.router.addr,
+                certs.join("ca.pem").display(),
+                certs.join("client.pem").display(),
+                certs.join("client.key").display(),
+            ),
+        )
+        .unwrap();
+    }
+    let out = std::process::Command::new(support::CAIRN)
+        .args(args)
+        .env("CAIRN_CLUSTER", &cluster)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_manages_namespaces_and_manifests_on_a_live_platform() {
+    let _serial = serial().await;
+    let platform = Platform::start(Shape {
+        namespaces_per_shard: 2,
+        host_sites: vec!["dc1", "dc2", "dc1", "dc2"],
+        ..Shape::default()
+    });
+    let managers = platform.manager_client();
+    platform.wait_ready(&managers).await;
+    let ok = |args: &[&str]| {
+        let (code, out, err) = cli(&platform, args);
+        assert_eq!(code, 0, "cairn {args:?}: {out}{err}");
+        out
+    };
+    for name in ["photos", "videos", "backups"] {
+        let out = ok(&["ns", "create", name]);
+        assert!(out.contains("state:") && out.contains("active"), "{out}");
+    }
+    let out = ok(&["ns", "list"]);
+    println!("{out}");
+    assert_eq!(out.lines().count(), 4, "a header and three namespaces: {out}");
+    let out = ok(&["shards", "list"]);
+    println!("{out}");
+    assert_eq!(out.lines().count(), 3, "two shards at capacity 2: {out}");
+    let out = ok(&["hosts", "list"]);
+    println!("{out}");
+    assert!(out.contains("dc1") && out.contains("dc2") && out.contains("up"), "{out}");
+
+    let example = ok(&["manifest", "example", "--name", "cat.jpg", "--size", "5000"]);
+    let file = platform.dir.path().join("cat.json");
+    std::fs::write(&file, &example).unwrap();
+    let file = file.to_str().unwrap();
+    ok(&["manifest", "put", "photos", "--file", file, "--mode", "must-not-exist"]);
+    let (code, _, err) = cli(
+        &platform,
+        &["manifest", "put", "photos", "--file", file, "--mode", "must-not-exist"],
+    );
+    assert_eq!(code, 3, "a second must-not-exist put: {err}");
+    let got = ok(&["manifest", "get", "photos", "cat.jpg", "--consistency", "any"]);
+    assert_eq!(
+        serde_json_value(&got),
+        serde_json_value(&example),
+        "the manifest read back differs"
+    );
+    assert_eq!(ok(&["manifest", "list", "photos"]).trim(), "cat.jpg");
+    let stats = ok(&["manifest", "stats", "photos"]);
+    assert!(stats.contains("5000"), "{stats}");
+    ok(&["manifest", "delete", "photos", "cat.jpg"]);
+    let (code, _, err) = cli(&platform, &["manifest", "get", "photos", "cat.jpg"]);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, _, err) = cli(&platform, &["ns", "show", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    let (code, _, err) = cli(&platform, &["ns", "create", "bad name"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = cli(&platform, &["ns", "create", "photos"]);
+    assert_eq!(code, 3, "{err}");
+    ok(&["ns", "delete", "videos"]);
+    let out = ok(&["ns", "list"]);
+    assert!(!out.contains("videos"), "{out}");
+    ok(&["ns", "create", "videos"]);
+}
+
+fn serde_json_value(text: &str) -> String {
+    // Compare the documents, not their whitespace.
+    text.split_whitespace().collect()
+}
