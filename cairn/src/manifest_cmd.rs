@@ -920,10 +920,19 @@ mod tests {
 
     #[test]
     fn consistency_parses_like_kv_and_with_an_equals_sign() {
-        assert_eq!(crate::kv_cmd::parse_consistency("consistent"), Ok(Consistency::Consistent));
-        assert_eq!(crate::kv_cmd::parse_consistency("any"), Ok(Consistency::Any));
+        assert_eq!(
+            crate::kv_cmd::parse_consistency("consistent"),
+            Ok(Consistency::Consistent)
+        );
+        assert_eq!(
+            crate::kv_cmd::parse_consistency("any"),
+            Ok(Consistency::Any)
+        );
         for s in ["at-least:7", "at-least=7"] {
-            assert_eq!(crate::kv_cmd::parse_consistency(s), Ok(Consistency::AtLeast(LogIndex(7))));
+            assert_eq!(
+                crate::kv_cmd::parse_consistency(s),
+                Ok(Consistency::AtLeast(LogIndex(7)))
+            );
         }
         assert!(crate::kv_cmd::parse_consistency("at-least:").is_err());
         assert!(crate::kv_cmd::parse_consistency("strong").is_err());

@@ -69,7 +69,10 @@ async fn create(client: &Client, name: &str) -> Result<NamespaceInfo, Error> {
 }
 
 async fn shards(client: &Client) -> Vec<cairn_wire::catalog::ShardInfo> {
-    match Platform::ask(client, ManagerRequest::ListShards).await.unwrap() {
+    match Platform::ask(client, ManagerRequest::ListShards)
+        .await
+        .unwrap()
+    {
         ManagerResponse::Shards(list) => list,
         other => panic!("{other:?}"),
     }
@@ -147,7 +150,9 @@ async fn namespaces_fill_shards_the_router_serves_manifests_and_deletes_free_nam
     let list = shards(&managers).await;
     println!(
         "shards: {:?}",
-        list.iter().map(|s| (s.id.0, s.namespaces)).collect::<Vec<_>>()
+        list.iter()
+            .map(|s| (s.id.0, s.namespaces))
+            .collect::<Vec<_>>()
     );
     assert_eq!(list.len(), 4, "{list:?}");
     assert!(list.iter().all(|s| s.namespaces <= 50), "{list:?}");
@@ -194,9 +199,11 @@ async fn namespaces_fill_shards_the_router_serves_manifests_and_deletes_free_nam
     let get = ReadOp::GetManifests {
         names: vec!["obj".into()],
     };
-    eventually(Duration::from_secs(20), "the restarted router serving", || async {
-        space.read(get.clone(), Consistency::Consistent).await.ok()
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the restarted router serving",
+        || async { space.read(get.clone(), Consistency::Consistent).await.ok() },
+    )
     .await;
     // One lookup the cache cannot answer, so that the counter is known to count.
     let unknown = router
@@ -207,10 +214,19 @@ async fn namespaces_fill_shards_the_router_serves_manifests_and_deletes_free_nam
         matches!(unknown, Err(Error::Api(ApiError::UnknownNamespace(_)))),
         "{unknown:?}"
     );
-    let before = metric(&scrape(platform.router.metrics), "cairn_router_manager_lookups_total");
-    assert!(before >= 1.0, "the miss was not counted as a manager lookup");
+    let before = metric(
+        &scrape(platform.router.metrics),
+        "cairn_router_manager_lookups_total",
+    );
+    assert!(
+        before >= 1.0,
+        "the miss was not counted as a manager lookup"
+    );
     for _ in 0..50 {
-        space.read(get.clone(), Consistency::Consistent).await.unwrap();
+        space
+            .read(get.clone(), Consistency::Consistent)
+            .await
+            .unwrap();
         space.read(get.clone(), Consistency::Any).await.unwrap();
     }
     let text = scrape(platform.router.metrics);
@@ -219,7 +235,10 @@ async fn namespaces_fill_shards_the_router_serves_manifests_and_deletes_free_nam
         "manager lookups before {before}, after 100 reads {after}; routes cached {}",
         metric(&text, "cairn_router_routes")
     );
-    assert_eq!(before, after, "repeated reads looked the namespace up again");
+    assert_eq!(
+        before, after,
+        "repeated reads looked the namespace up again"
+    );
     assert!(metric(&text, "cairn_router_routes") >= 175.0);
 
     // 4. Delete: the data goes from the shard, and the name can be created again.
@@ -241,9 +260,7 @@ async fn namespaces_fill_shards_the_router_serves_manifests_and_deletes_free_nam
         .unwrap();
     Platform::ask(
         &managers,
-        ManagerRequest::DeleteNamespace {
-            name: ns("ns-042"),
-        },
+        ManagerRequest::DeleteNamespace { name: ns("ns-042") },
     )
     .await
     .unwrap();
@@ -265,7 +282,11 @@ async fn namespaces_fill_shards_the_router_serves_manifests_and_deletes_free_nam
         .read(ReadOp::Count { prefix: vec![] }, Consistency::Consistent)
         .await
         .unwrap();
-    assert_eq!(count.value, ReadResult::Count(0), "data survived the delete");
+    assert_eq!(
+        count.value,
+        ReadResult::Count(0),
+        "data survived the delete"
+    );
     let stats = router
         .routed(ns("ns-042"))
         .read(ReadOp::NamespaceStats, Consistency::Consistent)
@@ -346,7 +367,9 @@ async fn namespaces_fill_shards_the_router_serves_manifests_and_deletes_free_nam
     match stale {
         Err(Error::Api(e @ ApiError::WrongShard { .. })) => {
             println!("stale epoch: {e}");
-            assert!(matches!(e, ApiError::WrongShard { epoch: Some(epoch), .. } if epoch == current.epoch));
+            assert!(
+                matches!(e, ApiError::WrongShard { epoch: Some(epoch), .. } if epoch == current.epoch)
+            );
         }
         other => panic!("expected WrongShard, got {other:?}"),
     }
@@ -462,7 +485,13 @@ fn cli(platform: &Platform, args: &[&str]) -> (i32, String, String) {
             &cluster,
             format!(
                 "managers = [{}]\nrouters = [\"{}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                list(platform.managers.values().map(|p| p.addr.to_string()).collect()),
+                list(
+                    platform
+                        .managers
+                        .values()
+                        .map(|p| p.addr.to_string())
+                        .collect()
+                ),
                 platform.router.addr,
                 certs.join("ca.pem").display(),
                 certs.join("client.pem").display(),
@@ -504,25 +533,55 @@ async fn the_cli_manages_namespaces_and_manifests_on_a_live_platform() {
     }
     let out = ok(&["ns", "list"]);
     println!("{out}");
-    assert_eq!(out.lines().count(), 4, "a header and three namespaces: {out}");
+    assert_eq!(
+        out.lines().count(),
+        4,
+        "a header and three namespaces: {out}"
+    );
     let out = ok(&["shards", "list"]);
     println!("{out}");
     assert_eq!(out.lines().count(), 3, "two shards at capacity 2: {out}");
     let out = ok(&["hosts", "list"]);
     println!("{out}");
-    assert!(out.contains("dc1") && out.contains("dc2") && out.contains("up"), "{out}");
+    assert!(
+        out.contains("dc1") && out.contains("dc2") && out.contains("up"),
+        "{out}"
+    );
 
     let example = ok(&["manifest", "example", "--name", "cat.jpg", "--size", "5000"]);
     let file = platform.dir.path().join("cat.json");
     std::fs::write(&file, &example).unwrap();
     let file = file.to_str().unwrap();
-    ok(&["manifest", "put", "photos", "--file", file, "--mode", "must-not-exist"]);
+    ok(&[
+        "manifest",
+        "put",
+        "photos",
+        "--file",
+        file,
+        "--mode",
+        "must-not-exist",
+    ]);
     let (code, _, err) = cli(
         &platform,
-        &["manifest", "put", "photos", "--file", file, "--mode", "must-not-exist"],
+        &[
+            "manifest",
+            "put",
+            "photos",
+            "--file",
+            file,
+            "--mode",
+            "must-not-exist",
+        ],
     );
     assert_eq!(code, 3, "a second must-not-exist put: {err}");
-    let got = ok(&["manifest", "get", "photos", "cat.jpg", "--consistency", "any"]);
+    let got = ok(&[
+        "manifest",
+        "get",
+        "photos",
+        "cat.jpg",
+        "--consistency",
+        "any",
+    ]);
     assert_eq!(
         serde_json_value(&got),
         serde_json_value(&example),

@@ -525,12 +525,17 @@ impl Catalog {
         let cap = self.policies().namespaces_per_shard;
         for (shard, count) in self.namespace_counts() {
             if count > cap {
-                found.push(format!("shard {shard} holds {count} namespaces (capacity {cap})"));
+                found.push(format!(
+                    "shard {shard} holds {count} namespaces (capacity {cap})"
+                ));
             }
         }
         for ns in self.namespaces.values() {
             if !self.shards.contains_key(&ns.shard) {
-                found.push(format!("namespace {} is on unknown shard {}", ns.name, ns.shard));
+                found.push(format!(
+                    "namespace {} is on unknown shard {}",
+                    ns.name, ns.shard
+                ));
             }
         }
         let mut ids = BTreeSet::new();
@@ -545,7 +550,10 @@ impl Catalog {
                 found.push(format!("shard {} lists a replica twice", shard.id));
             }
             if let Some(unknown) = shard.replicas.iter().find(|n| !self.hosts.contains_key(n)) {
-                found.push(format!("shard {} has a replica on unknown host {unknown}", shard.id));
+                found.push(format!(
+                    "shard {} has a replica on unknown host {unknown}",
+                    shard.id
+                ));
             }
             if shard.id.0 >= self.counters.next_shard {
                 found.push(format!("shard {} is beyond the shard counter", shard.id));
@@ -658,10 +666,7 @@ mod tests {
     fn placement_spreads_over_sites_then_hosts_by_load() {
         let c = catalog(&[(1, "a"), (2, "a"), (3, "b"), (4, "c"), (5, "c")], 50);
         let chosen = c.place(3).unwrap();
-        let sites: BTreeSet<&str> = chosen
-            .iter()
-            .map(|id| c.hosts[id].site.as_str())
-            .collect();
+        let sites: BTreeSet<&str> = chosen.iter().map(|id| c.hosts[id].site.as_str()).collect();
         assert_eq!(sites.len(), 3, "{chosen:?}");
         // Four replicas over three sites: one site gets two.
         let chosen = c.place(4).unwrap();

@@ -82,7 +82,8 @@ impl ManagerConfig {
     /// Parses and validates a TOML document. Relative paths stay as written (the caller
     /// resolves them, as for a node configuration).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
         let catalog = match table.remove("catalog") {
             None => CatalogConfig::default(),
             Some(value) => value
@@ -118,7 +119,9 @@ impl ManagerConfig {
         }
         let c = &self.catalog;
         if c.namespaces_per_shard == 0 {
-            return Err(ConfigError("catalog: namespaces_per_shard must be > 0".into()));
+            return Err(ConfigError(
+                "catalog: namespaces_per_shard must be > 0".into(),
+            ));
         }
         if c.replicas_per_shard == 0 || c.replicas_per_shard > 7 {
             return Err(ConfigError(
@@ -184,8 +187,9 @@ addr = "127.0.0.1:7202"
         let typo = ManagerConfig::from_toml(&format!("{BASE}[catalog]\nnamespace_per_shard = 5\n"))
             .unwrap_err();
         assert!(typo.to_string().contains("namespace_per_shard"), "{typo}");
-        let zero = ManagerConfig::from_toml(&format!("{BASE}[catalog]\nnamespaces_per_shard = 0\n"))
-            .unwrap_err();
+        let zero =
+            ManagerConfig::from_toml(&format!("{BASE}[catalog]\nnamespaces_per_shard = 0\n"))
+                .unwrap_err();
         assert!(zero.to_string().contains("namespaces_per_shard"), "{zero}");
         let shards =
             ManagerConfig::from_toml(&format!("{BASE}[[shards]]\nid = 1\nreplicas = [101]\n"))

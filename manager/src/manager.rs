@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_client::{Client, ClientConfig};
 use cairn_wire::api::{
-    ApiError, Consistency, KeyRange, LeaderHint, Namespace, ReadOp, ReadResult, Request,
-    Response, ShardId, WriteOp,
+    ApiError, Consistency, KeyRange, LeaderHint, Namespace, ReadOp, ReadResult, Request, Response,
+    ShardId, WriteOp,
 };
 use cairn_wire::catalog::{
     Heartbeat, HostState, ManagerRequest, ManagerResponse, NamespaceState, RoutingChange,
@@ -384,7 +384,8 @@ impl Manager {
         what: &str,
         mut done: impl FnMut(&Catalog) -> Result<bool, ApiError>,
     ) -> Result<(), ApiError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.request_wait_ms);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.config.request_wait_ms);
         let mut versions = self.version.subscribe();
         loop {
             {
@@ -415,9 +416,9 @@ impl Manager {
         if beat.id == NodeId::NONE {
             return Err(ApiError::InvalidArgument("host id 0 is reserved".into()));
         }
-        beat.addr.parse::<SocketAddr>().map_err(|e| {
-            ApiError::InvalidArgument(format!("host address {:?}: {e}", beat.addr))
-        })?;
+        beat.addr
+            .parse::<SocketAddr>()
+            .map_err(|e| ApiError::InvalidArgument(format!("host address {:?}: {e}", beat.addr)))?;
         if !self.leads() {
             return Err(self.not_leader());
         }
@@ -439,7 +440,12 @@ impl Manager {
             })
             .await?;
         if changed.is_some() {
-            info!(host = wanted.id.0, site = wanted.site, addr = wanted.addr, "host up");
+            info!(
+                host = wanted.id.0,
+                site = wanted.site,
+                addr = wanted.addr,
+                "host up"
+            );
             // New capacity: work that waited for hosts may proceed.
             self.wake.notify_one();
         }
@@ -477,8 +483,9 @@ impl Manager {
         }
         self.wake.notify_one();
         let mut info = None;
-        self.wait_for(&format!("creating namespace {name}"), |catalog| {
-            match catalog.namespaces.get(&name) {
+        self.wait_for(
+            &format!("creating namespace {name}"),
+            |catalog| match catalog.namespaces.get(&name) {
                 Some(ns) if ns.state == NamespaceState::Active => {
                     info = Some(Catalog::namespace_info(ns));
                     Ok(true)
@@ -487,8 +494,8 @@ impl Manager {
                 _ => Err(ApiError::Unavailable(format!(
                     "namespace {name} was deleted while it was being created"
                 ))),
-            }
-        })
+            },
+        )
         .await?;
         Ok(ManagerResponse::Namespace(info.expect("set when done")))
     }
@@ -520,29 +527,36 @@ impl Manager {
                 self.create_namespace(name, home_site).await
             }
             ManagerRequest::DeleteNamespace { name } => self.delete_namespace(name).await,
-            ManagerRequest::ListNamespaces => self
-                .read(|c| {
+            ManagerRequest::ListNamespaces => {
+                self.read(|c| {
                     ManagerResponse::Namespaces(
                         c.namespaces.values().map(Catalog::namespace_info).collect(),
                     )
                 })
-                .await,
+                .await
+            }
             ManagerRequest::ShowNamespace { name } => self
                 .read(|c| c.namespaces.get(&name).map(Catalog::namespace_info))
                 .await?
                 .map(ManagerResponse::Namespace)
                 .ok_or(ApiError::UnknownNamespace(name)),
-            ManagerRequest::ListShards => self.read(|c| ManagerResponse::Shards(c.shard_infos())).await,
+            ManagerRequest::ListShards => {
+                self.read(|c| ManagerResponse::Shards(c.shard_infos()))
+                    .await
+            }
             ManagerRequest::ListHosts => {
                 let heard = self.heard.lock().expect("heard lock").clone();
                 self.read(|c| {
-                    ManagerResponse::Hosts(c.host_infos(|id| {
-                        heard.get(&id).map(|t| t.elapsed().as_millis() as u64)
-                    }))
+                    ManagerResponse::Hosts(
+                        c.host_infos(|id| heard.get(&id).map(|t| t.elapsed().as_millis() as u64)),
+                    )
                 })
                 .await
             }
-            ManagerRequest::Routing => self.read(|c| ManagerResponse::Routing(c.routing_table())).await,
+            ManagerRequest::Routing => {
+                self.read(|c| ManagerResponse::Routing(c.routing_table()))
+                    .await
+            }
             ManagerRequest::Watch => Err(ApiError::InvalidArgument(
                 "watch is a stream; it is served separately".into(),
             )),
@@ -596,7 +610,6 @@ impl Manager {
     }
 
     // ---- the reconciler ----
-
 
     async fn reconcile_loop(self: Arc<Self>) {
         let interval = Duration::from_millis(self.config.reconcile_interval_ms);
@@ -718,17 +731,17 @@ impl Manager {
             };
             async move {
                 let addr: SocketAddr = replica.addr.parse().map_err(|e| {
-                    ApiError::Internal(format!("host {} address {:?}: {e}", replica.node.0, replica.addr))
+                    ApiError::Internal(format!(
+                        "host {} address {:?}: {e}",
+                        replica.node.0, replica.addr
+                    ))
                 })?;
-                self.hosts
-                    .request_to(addr, request)
-                    .await
-                    .map_err(|e| {
-                        ApiError::Unavailable(format!(
-                            "creating shard {shard} on host {}: {e}",
-                            replica.node.0
-                        ))
-                    })
+                self.hosts.request_to(addr, request).await.map_err(|e| {
+                    ApiError::Unavailable(format!(
+                        "creating shard {shard} on host {}: {e}",
+                        replica.node.0
+                    ))
+                })
             }
         });
         for result in futures_util::future::join_all(calls).await {
@@ -850,7 +863,9 @@ impl Manager {
     }
 
     async fn adopt_namespaces(&self, namespaces: Vec<NamespaceRecord>) -> Result<(), ApiError> {
-        let results = self.tell_shards(&namespaces, WriteOp::AdoptNamespace).await?;
+        let results = self
+            .tell_shards(&namespaces, WriteOp::AdoptNamespace)
+            .await?;
         let adopted: Vec<&NamespaceRecord> = namespaces
             .iter()
             .zip(&results)
@@ -890,7 +905,9 @@ impl Manager {
     }
 
     async fn drop_namespaces(&self, namespaces: Vec<NamespaceRecord>) -> Result<(), ApiError> {
-        let results = self.tell_shards(&namespaces, WriteOp::DropNamespace).await?;
+        let results = self
+            .tell_shards(&namespaces, WriteOp::DropNamespace)
+            .await?;
         let dropped: Vec<&NamespaceRecord> = namespaces
             .iter()
             .zip(&results)

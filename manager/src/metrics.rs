@@ -19,7 +19,11 @@ pub fn catalog(catalog: &Catalog) {
         NamespaceState::Active,
         NamespaceState::Deleting,
     ] {
-        let n = catalog.namespaces.values().filter(|ns| ns.state == state).count();
+        let n = catalog
+            .namespaces
+            .values()
+            .filter(|ns| ns.state == state)
+            .count();
         gauge!("cairn_manager_namespaces", "state" => state.to_string()).set(n as f64);
     }
     for state in [ShardState::Creating, ShardState::Active] {

@@ -31,8 +31,8 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{NodeConfig, RaftTiming};
-use crate::nsm::{self, Command};
 use crate::metrics as m;
+use crate::nsm::{self, Command};
 use crate::storage::{AppliedState, Engine, GroupRecord, GroupStorage};
 use crate::transport::Outbox;
 
@@ -245,7 +245,12 @@ impl Host {
             crate::NodeError::Start(format!("shard {shard}: raft core refused to start: {e}"))
         })?;
         let (applied_tx, applied_rx) = watch::channel(applied);
-        info!(shard = shard.0, applied = applied.0, managed, "replica opened");
+        info!(
+            shard = shard.0,
+            applied = applied.0,
+            managed,
+            "replica opened"
+        );
         self.replicas.insert(
             shard,
             Replica {
@@ -325,7 +330,10 @@ impl Host {
                 "the replicas of shard {shard} must be distinct nodes with ids above 0"
             )));
         }
-        if let Some(bad) = replicas.iter().find(|r| r.addr.parse::<SocketAddr>().is_err()) {
+        if let Some(bad) = replicas
+            .iter()
+            .find(|r| r.addr.parse::<SocketAddr>().is_err())
+        {
             return Err(ApiError::InvalidArgument(format!(
                 "replica address {:?} of node {} is not host:port",
                 bad.addr, bad.node.0
@@ -335,7 +343,8 @@ impl Host {
             replicas: replicas.clone(),
             managed: true,
         };
-        let internal = |e: crate::NodeError| ApiError::Internal(format!("creating shard {shard}: {e}"));
+        let internal =
+            |e: crate::NodeError| ApiError::Internal(format!("creating shard {shard}: {e}"));
         self.engine
             .record_group(shard, &record)
             .map_err(|e| internal(e.into()))?;

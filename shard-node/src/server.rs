@@ -27,8 +27,8 @@ use tracing::{debug, warn};
 use crate::host::{Event, ReplicaHandle, ReplicaHandles};
 use crate::keys::KeySpace;
 use crate::kv::{self, KvLimits};
-use crate::nsm::{self, Command};
 use crate::metrics as m;
+use crate::nsm::{self, Command};
 use crate::snapshot;
 use crate::storage::Engine;
 
@@ -345,9 +345,7 @@ impl Service {
                 op,
             } => {
                 nsm::validate_read(&op, &self.limits)?;
-                let (result, applied) = self
-                    .read(shard, namespace, epoch, consistency, op)
-                    .await?;
+                let (result, applied) = self.read(shard, namespace, epoch, consistency, op).await?;
                 Ok(Response::Read { result, applied })
             }
             Request::WhoLeader { shard } => {
@@ -518,7 +516,9 @@ impl Service {
         let engine = self.engine.clone();
         let limits = self.limits.clone();
         tokio::task::spawn_blocking(move || {
-            read_at(&engine, shard, managed, &namespace, epoch, &op, &limits, required)
+            read_at(
+                &engine, shard, managed, &namespace, epoch, &op, &limits, required,
+            )
         })
         .await
         .map_err(|e| ApiError::Internal(format!("read task: {e}")))?

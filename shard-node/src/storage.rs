@@ -751,7 +751,9 @@ mod tests {
         engine.claim(1).unwrap();
         // Per-shard meta of shards whose ids sort around the records' prefix.
         engine.open_group(ShardId(1), &[1], false).unwrap();
-        engine.open_group(ShardId(u64::MAX - 1), &[1], false).unwrap();
+        engine
+            .open_group(ShardId(u64::MAX - 1), &[1], false)
+            .unwrap();
         let record = |n: u64| GroupRecord {
             replicas: vec![ReplicaAddr {
                 node: raft_core::NodeId(1),

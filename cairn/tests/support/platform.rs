@@ -148,26 +148,27 @@ impl Platform {
         let mut ports = Ports::default();
         let manager_addrs: BTreeMap<u64, SocketAddr> =
             manager_ids.iter().map(|id| (*id, ports.udp())).collect();
-        let node_config = |id: u64, listen: SocketAddr, metrics: SocketAddr, peers: Vec<PeerConfig>| {
-            let name = format!("node-{id}");
-            cairn(&[
-                "certs", "issue", "--dir", &certs_s, "--name", &name, "--role", "node",
-            ]);
-            NodeConfig {
-                node_id: id,
-                listen,
-                metrics_listen: metrics,
-                data_dir: dir.path().join(&name).join("data"),
-                tls: tls(&name),
-                peers,
-                shards: vec![],
-                raft: test_timing(),
-                limits: Default::default(),
-                site: "default".into(),
-                capacity_replicas: 1000,
-                manager: None,
-            }
-        };
+        let node_config =
+            |id: u64, listen: SocketAddr, metrics: SocketAddr, peers: Vec<PeerConfig>| {
+                let name = format!("node-{id}");
+                cairn(&[
+                    "certs", "issue", "--dir", &certs_s, "--name", &name, "--role", "node",
+                ]);
+                NodeConfig {
+                    node_id: id,
+                    listen,
+                    metrics_listen: metrics,
+                    data_dir: dir.path().join(&name).join("data"),
+                    tls: tls(&name),
+                    peers,
+                    shards: vec![],
+                    raft: test_timing(),
+                    limits: Default::default(),
+                    site: "default".into(),
+                    capacity_replicas: 1000,
+                    manager: None,
+                }
+            };
         let proc_of = |name: String, subcommand, config: &NodeConfig, text: String| {
             let config_path = dir.path().join(format!("{name}.toml"));
             std::fs::write(&config_path, text).unwrap();
@@ -199,7 +200,10 @@ impl Platform {
                 shape.namespaces_per_shard,
                 shape.replicas_per_shard,
             );
-            managers.insert(id, proc_of(format!("manager-{id}"), "manager", &config, text));
+            managers.insert(
+                id,
+                proc_of(format!("manager-{id}"), "manager", &config, text),
+            );
         }
         let mut hosts = BTreeMap::new();
         for (i, site) in shape.host_sites.iter().enumerate() {
@@ -221,7 +225,10 @@ impl Platform {
                 heartbeat_interval_ms: 500,
             });
             let text = toml::to_string(&config).unwrap();
-            hosts.insert(id, proc_of(format!("host-{id}"), "shard-node", &config, text));
+            hosts.insert(
+                id,
+                proc_of(format!("host-{id}"), "shard-node", &config, text),
+            );
         }
         let router_listen = ports.udp();
         let router_metrics = ports.tcp();
