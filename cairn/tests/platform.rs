@@ -515,7 +515,7 @@ fn cli(platform: &Platform, args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cli_manages_namespaces_and_manifests_on_a_live_platform() {
     let _serial = serial().await;
-    let platform = Platform::start(Shape {
+    let mut platform = Platform::start(Shape {
         namespaces_per_shard: 2,
         host_sites: vec!["dc1", "dc2", "dc1", "dc2"],
         ..Shape::default()
@@ -605,6 +605,25 @@ async fn the_cli_manages_namespaces_and_manifests_on_a_live_platform() {
     let out = ok(&["ns", "list"]);
     assert!(!out.contains("videos"), "{out}");
     ok(&["ns", "create", "videos"]);
+
+    // A host that stops heartbeating is marked down (and kept), and comes back up.
+    platform.kill_host(4);
+    let host_state = |platform: &Platform| {
+        let (_, out, _) = cli(platform, &["hosts", "list"]);
+        out.lines()
+            .find(|l| l.starts_with("4 "))
+            .map(|l| l.split_whitespace().nth(3).unwrap_or("").to_owned())
+    };
+    eventually(Duration::from_secs(20), "host 4 marked down", || async {
+        (host_state(&platform).as_deref() == Some("down")).then_some(())
+    })
+    .await;
+    println!("{}", cli(&platform, &["hosts", "list"]).1);
+    platform.start_host(4);
+    eventually(Duration::from_secs(20), "host 4 up again", || async {
+        (host_state(&platform).as_deref() == Some("up")).then_some(())
+    })
+    .await;
 }
 
 fn serde_json_value(text: &str) -> String {

@@ -361,6 +361,14 @@ impl Platform {
         self.managers.get_mut(&id).unwrap().start();
     }
 
+    pub fn kill_host(&mut self, id: u64) {
+        self.hosts.get_mut(&id).unwrap().kill();
+    }
+
+    pub fn start_host(&mut self, id: u64) {
+        self.hosts.get_mut(&id).unwrap().start();
+    }
+
     pub fn restart_router(&mut self) {
         self.router.kill();
         self.router.start();
