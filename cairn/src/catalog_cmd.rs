@@ -77,7 +77,7 @@ pub(crate) async fn ask_manager(
         Response::Manager(response) => Ok(response),
         other => Err(Error::Protocol(format!(
             "the manager answered with {} where a manager answer was expected",
-            response_kind(&other)
+            other.kind()
         ))),
     }
 }
@@ -99,19 +99,6 @@ pub(crate) fn unexpected(wanted: &str, got: &ManagerResponse) -> anyhow::Error {
     .into()
 }
 
-/// What kind of answer `response` is, for error messages.
-fn response_kind(response: &Response) -> &'static str {
-    match response {
-        Response::Read { .. } => "a read result",
-        Response::Write { .. } => "a write result",
-        Response::Leader(_) => "a leader",
-        Response::Status(_) => "a status",
-        Response::Compacted { .. } => "a compaction",
-        Response::Done => "done",
-        Response::Manager(_) => "a manager answer",
-        Response::Error(_) => "an error",
-    }
-}
 
 /// Runs `cairn shards`.
 pub(crate) async fn run_shards(args: ShardsArgs) -> anyhow::Result<()> {

@@ -304,20 +304,7 @@ impl fmt::Debug for Client {
 fn unexpected(addr: SocketAddr, wanted: &str, got: &Response) -> Error {
     Error::Protocol(format!(
         "{addr} answered with {} where {wanted} was expected",
-        response_kind(got)
+        got.kind()
     ))
 }
 
-/// What kind of answer `response` is, for error messages.
-pub(crate) fn response_kind(response: &Response) -> &'static str {
-    match response {
-        Response::Read { .. } => "a read result",
-        Response::Write { .. } => "a write result",
-        Response::Leader(_) => "a leader",
-        Response::Status(_) => "a status",
-        Response::Compacted { .. } => "a compaction",
-        Response::Done => "done",
-        Response::Manager(_) => "a manager answer",
-        Response::Error(_) => "an error",
-    }
-}

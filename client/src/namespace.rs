@@ -438,7 +438,7 @@ impl NamespaceClient {
             .map_or_else(|| "the node".into(), |a| a.to_string());
         Error::Protocol(format!(
             "{at} answered with {} where {wanted} was expected",
-            crate::client::response_kind(got)
+            got.kind()
         ))
     }
 

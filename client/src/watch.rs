@@ -84,7 +84,7 @@ impl Client {
                 Decision::Done(other) => {
                     return Err(Error::Protocol(format!(
                         "{addr} answered the watch with {} where a routing table was expected",
-                        crate::client::response_kind(&other)
+                        other.kind()
                     )));
                 }
                 Decision::Fail(e) => return Err(e),
@@ -124,7 +124,7 @@ impl RoutingWatch {
             Ok(Some(Response::Error(e))) => Err(Error::Api(e)),
             Ok(Some(other)) => Err(Error::Protocol(format!(
                 "{manager} sent {} on the routing watch",
-                crate::client::response_kind(&other)
+                other.kind()
             ))),
             Ok(None) => Ok(None),
             Err(e @ (FrameError::Truncated | FrameError::Io(_))) => Err(Error::Unavailable {

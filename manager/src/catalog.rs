@@ -59,24 +59,8 @@ pub struct ShardRecord {
     pub state: ShardState,
 }
 
-/// A namespace as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NamespaceRecord {
-    /// Its name.
-    pub name: Namespace,
-    /// Its id.
-    pub id: u64,
-    /// Its shard.
-    pub shard: ShardId,
-    /// The epoch of the assignment.
-    pub epoch: Epoch,
-    /// Its state.
-    pub state: NamespaceState,
-    /// Its home site.
-    pub home_site: Option<String>,
-    /// When it was created (ms since the Unix epoch).
-    pub created_at_ms: u64,
-}
+/// A namespace as stored: exactly what the API shows of it.
+pub type NamespaceRecord = NamespaceInfo;
 
 /// The id counters: ids are never reused.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -471,19 +455,6 @@ impl Catalog {
                     epoch: n.epoch,
                 })
                 .collect(),
-        }
-    }
-
-    /// A namespace as the API shows it.
-    pub fn namespace_info(n: &NamespaceRecord) -> NamespaceInfo {
-        NamespaceInfo {
-            name: n.name.clone(),
-            id: n.id,
-            shard: n.shard,
-            epoch: n.epoch,
-            state: n.state,
-            home_site: n.home_site.clone(),
-            created_at_ms: n.created_at_ms,
         }
     }
 

@@ -487,7 +487,7 @@ impl Manager {
             &format!("creating namespace {name}"),
             |catalog| match catalog.namespaces.get(&name) {
                 Some(ns) if ns.state == NamespaceState::Active => {
-                    info = Some(Catalog::namespace_info(ns));
+                    info = Some(ns.clone());
                     Ok(true)
                 }
                 Some(ns) if ns.state == NamespaceState::Creating => Ok(false),
@@ -530,13 +530,13 @@ impl Manager {
             ManagerRequest::ListNamespaces => {
                 self.read(|c| {
                     ManagerResponse::Namespaces(
-                        c.namespaces.values().map(Catalog::namespace_info).collect(),
+                        c.namespaces.values().cloned().collect(),
                     )
                 })
                 .await
             }
             ManagerRequest::ShowNamespace { name } => self
-                .read(|c| c.namespaces.get(&name).map(Catalog::namespace_info))
+                .read(|c| c.namespaces.get(&name).cloned())
                 .await?
                 .map(ManagerResponse::Namespace)
                 .ok_or(ApiError::UnknownNamespace(name)),
@@ -866,17 +866,7 @@ impl Manager {
         let results = self
             .tell_shards(&namespaces, WriteOp::AdoptNamespace)
             .await?;
-        let adopted: Vec<&NamespaceRecord> = namespaces
-            .iter()
-            .zip(&results)
-            .filter_map(|(ns, r)| match r {
-                Ok(()) => Some(ns),
-                Err(e) => {
-                    warn!(namespace = %ns.name, shard = ns.shard.0, "adopting failed: {e}");
-                    None
-                }
-            })
-            .collect();
+        let adopted = succeeded(&namespaces, results, "adopting");
         if adopted.is_empty() {
             return Ok(());
         }
@@ -908,17 +898,7 @@ impl Manager {
         let results = self
             .tell_shards(&namespaces, WriteOp::DropNamespace)
             .await?;
-        let dropped: Vec<&NamespaceRecord> = namespaces
-            .iter()
-            .zip(&results)
-            .filter_map(|(ns, r)| match r {
-                Ok(()) => Some(ns),
-                Err(e) => {
-                    warn!(namespace = %ns.name, shard = ns.shard.0, "dropping failed: {e}");
-                    None
-                }
-            })
-            .collect();
+        let dropped = succeeded(&namespaces, results, "dropping");
         if dropped.is_empty() {
             return Ok(());
         }
@@ -940,6 +920,26 @@ impl Manager {
         }
         Ok(())
     }
+}
+
+/// The namespaces whose shard operation succeeded; the failures are logged (the reconciler
+/// tries them again on its next pass).
+fn succeeded<'a>(
+    namespaces: &'a [NamespaceRecord],
+    results: Vec<Result<(), ApiError>>,
+    doing: &str,
+) -> Vec<&'a NamespaceRecord> {
+    namespaces
+        .iter()
+        .zip(results)
+        .filter_map(|(ns, r)| match r {
+            Ok(()) => Some(ns),
+            Err(e) => {
+                warn!(namespace = %ns.name, shard = ns.shard.0, "{doing} failed: {e}");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Writes one response frame on a watch stream; false when the stream is gone.

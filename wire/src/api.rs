@@ -601,6 +601,22 @@ pub enum Response {
     Error(ApiError),
 }
 
+impl Response {
+    /// What kind of answer this is, for error messages ("a read result", "an error", ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Read { .. } => "a read result",
+            Self::Write { .. } => "a write result",
+            Self::Leader(_) => "a leader",
+            Self::Status(_) => "a status",
+            Self::Compacted { .. } => "a compaction",
+            Self::Done => "done",
+            Self::Manager(_) => "a manager answer",
+            Self::Error(_) => "an error",
+        }
+    }
+}
+
 /// Everything that can go wrong with a request, as the node tells it. Every variant says what
 /// happened and, where it can, what to do instead.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
