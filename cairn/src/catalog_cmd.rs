@@ -99,7 +99,6 @@ pub(crate) fn unexpected(wanted: &str, got: &ManagerResponse) -> anyhow::Error {
     .into()
 }
 
-
 /// Runs `cairn shards`.
 pub(crate) async fn run_shards(args: ShardsArgs) -> anyhow::Result<()> {
     let ShardsOp::List = args.op;

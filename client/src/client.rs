@@ -307,4 +307,3 @@ fn unexpected(addr: SocketAddr, wanted: &str, got: &Response) -> Error {
         got.kind()
     ))
 }
-

@@ -528,12 +528,8 @@ impl Manager {
             }
             ManagerRequest::DeleteNamespace { name } => self.delete_namespace(name).await,
             ManagerRequest::ListNamespaces => {
-                self.read(|c| {
-                    ManagerResponse::Namespaces(
-                        c.namespaces.values().cloned().collect(),
-                    )
-                })
-                .await
+                self.read(|c| ManagerResponse::Namespaces(c.namespaces.values().cloned().collect()))
+                    .await
             }
             ManagerRequest::ShowNamespace { name } => self
                 .read(|c| c.namespaces.get(&name).cloned())
