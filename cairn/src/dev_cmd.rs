@@ -39,6 +39,7 @@ use tokio::process::{Child, Command};
 use crate::DevArgs;
 use crate::catalog_cmd::{ask_manager, unexpected};
 use crate::cluster_file::ClusterFile;
+use crate::node_cmd::shutdown_signal;
 
 /// The manager node ids; they listen on base+1..3.
 const MANAGER_IDS: [u64; 3] = [101, 102, 103];
@@ -65,37 +66,20 @@ const CREATE_TIMEOUT_MS: u64 = 30_000;
 /// How long a stopped child gets to exit before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// A demo namespace and two objects its storage proxies could write (name, size in bytes).
-struct Sample {
-    namespace: &'static str,
-    objects: [(&'static str, u64); 2],
-}
-
-const SAMPLES: [Sample; 10] = [
-    sample("photos", "2024/06/beach.jpg", 2_400_000, "2024/06/sunset.jpg", 3_100_000),
-    sample("videos", "talks/raft.mp4", 48_000_000, "talks/paxos.mp4", 52_000_000),
-    sample("backups", "db/2024-06-01.tar", 120_000_000, "db/2024-06-02.tar", 121_000_000),
-    sample("logs", "app/2024-06-01.log", 5_000_000, "app/2024-06-02.log", 4_800_000),
-    sample("music", "albums/01.flac", 30_000_000, "albums/02.flac", 28_000_000),
-    sample("documents", "reports/q2.pdf", 800_000, "reports/q3.pdf", 900_000),
-    sample("archive", "2019/mail.mbox", 70_000_000, "2020/mail.mbox", 65_000_000),
-    sample("scans", "invoices/0001.png", 400_000, "invoices/0002.png", 410_000),
-    sample("datasets", "weather/2023.csv", 9_000_000, "weather/2024.csv", 9_500_000),
-    sample("builds", "cairn/0.1.0.tar.gz", 12_000_000, "cairn/0.2.0.tar.gz", 12_500_000),
+/// The demo namespaces, each with two objects its storage proxies could write (name, bytes).
+#[rustfmt::skip]
+const SAMPLES: [(&str, [(&str, u64); 2]); 10] = [
+    ("photos",    [("2024/06/beach.jpg", 2_400_000),    ("2024/06/sunset.jpg", 3_100_000)]),
+    ("videos",    [("talks/raft.mp4", 48_000_000),      ("talks/paxos.mp4", 52_000_000)]),
+    ("backups",   [("db/2024-06-01.tar", 120_000_000),  ("db/2024-06-02.tar", 121_000_000)]),
+    ("logs",      [("app/2024-06-01.log", 5_000_000),   ("app/2024-06-02.log", 4_800_000)]),
+    ("music",     [("albums/01.flac", 30_000_000),      ("albums/02.flac", 28_000_000)]),
+    ("documents", [("reports/q2.pdf", 800_000),         ("reports/q3.pdf", 900_000)]),
+    ("archive",   [("2019/mail.mbox", 70_000_000),      ("2020/mail.mbox", 65_000_000)]),
+    ("scans",     [("invoices/0001.png", 400_000),      ("invoices/0002.png", 410_000)]),
+    ("datasets",  [("weather/2023.csv", 9_000_000),     ("weather/2024.csv", 9_500_000)]),
+    ("builds",    [("cairn/0.1.0.tar.gz", 12_000_000),  ("cairn/0.2.0.tar.gz", 12_500_000)]),
 ];
-
-const fn sample(
-    namespace: &'static str,
-    first: &'static str,
-    first_size: u64,
-    second: &'static str,
-    second_size: u64,
-) -> Sample {
-    Sample {
-        namespace,
-        objects: [(first, first_size), (second, second_size)],
-    }
-}
 
 /// Runs `cairn dev`.
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -108,41 +92,44 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         layout.dir.display()
     );
     make_certs(&layout.certs)?;
+    let shutdown = shutdown_signal().context("cannot listen for Ctrl-C and SIGTERM")?;
+    let mut shutdown = std::pin::pin!(shutdown);
     let mut procs = start_all(&layout)?;
     let cluster_file = write_cluster_file(&layout)?;
     let cluster = ClusterFile::load(&cluster_file)?;
 
-    let finished = tokio::select! {
-        result = demo(&layout, &cluster) => result.map(|()| true),
-        (i, status) = first_exit(&mut procs) => Err(anyhow!(
-            "{} exited during the demo ({status}); see {}",
-            procs[i].name,
-            procs[i].log.display()
-        )),
-        _ = tokio::signal::ctrl_c() => Ok(false),
+    let outcome = tokio::select! {
+        result = demo(&layout, &cluster) => result.map(Some),
+        exited = first_exit(&mut procs) => Err(exit_error(&procs, exited)),
+        () = &mut shutdown => Ok(None),
     };
-    match finished {
-        Ok(true) => {}
-        Ok(false) => {
-            println!("\ncairn dev: interrupted, stopping");
+    let leader = match outcome {
+        Ok(Some(leader)) => leader,
+        Ok(None) => {
+            println!("\ncairn dev: stopping");
             stop(&mut procs).await;
             return Ok(());
         }
         Err(e) => {
-            println!();
+            println!("\ncairn dev: the demo failed, stopping");
             stop(&mut procs).await;
             return Err(e);
         }
-    }
-    print_usage(&layout, &cluster_file);
+    };
+    print_usage(&layout, &cluster_file, leader);
     if args.exit_after_demo {
         println!("cairn dev: demo done, stopping (--exit-after-demo)");
         stop(&mut procs).await;
         return Ok(());
     }
     println!("Press Ctrl-C to stop.");
-    serve(&mut procs).await;
-    Ok(())
+    let served = tokio::select! {
+        () = &mut shutdown => Ok(()),
+        exited = first_exit(&mut procs) => Err(exit_error(&procs, exited)),
+    };
+    println!("\ncairn dev: stopping");
+    stop(&mut procs).await;
+    served
 }
 
 /// The directory to use, and the temporary directory to remove on exit when none was given.
@@ -186,7 +173,7 @@ impl Layout {
     }
 
     fn manager(&self, id: u64) -> SocketAddr {
-        self.port((id - 100) as u16)
+        self.port((id - MANAGER_IDS[0] + 1) as u16)
     }
 
     fn host(&self, id: u64) -> SocketAddr {
@@ -248,8 +235,10 @@ fn make_certs(dir: &Path) -> anyhow::Result<()> {
 
 /// One child process of the platform.
 struct Proc {
-    /// What it is, for messages (`manager 101`, `host 2`, `router`).
+    /// What it is, for messages (`manager 101`, `host 2`, `router 1`).
     name: String,
+    /// Its `cairn` subcommand.
+    subcommand: &'static str,
     log: PathBuf,
     child: Child,
 }
@@ -376,7 +365,12 @@ fn router_config(layout: &Layout) -> RouterConfig {
 
 /// Writes `file.toml` and starts `cairn <subcommand> --config file.toml`, logging to
 /// `file.log`.
-fn start(layout: &Layout, file: &str, subcommand: &str, config: &str) -> anyhow::Result<Proc> {
+fn start(
+    layout: &Layout,
+    file: &str,
+    subcommand: &'static str,
+    config: &str,
+) -> anyhow::Result<Proc> {
     let config_path = layout.dir.join(format!("{file}.toml"));
     std::fs::write(&config_path, config)
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -394,11 +388,15 @@ fn start(layout: &Layout, file: &str, subcommand: &str, config: &str) -> anyhow:
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
+        // Its own process group: Ctrl-C in the terminal reaches `cairn dev` only, which stops
+        // the children in order.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {file}"))?;
     Ok(Proc {
         name: file.replacen('-', " ", 1),
+        subcommand,
         log: log_path,
         child,
     })
@@ -425,8 +423,8 @@ fn write_cluster_file(layout: &Layout) -> anyhow::Result<PathBuf> {
 }
 
 /// The demo: the platform comes up, namespaces make the managers add shards, manifests and keys
-/// go through the router.
-async fn demo(layout: &Layout, cluster: &ClusterFile) -> anyhow::Result<()> {
+/// go through the router. Returns the manager that led the catalog when the hosts were up.
+async fn demo(layout: &Layout, cluster: &ClusterFile) -> anyhow::Result<Option<u64>> {
     let probe = Client::new(cluster.manager_config()?.with_request_timeout_ms(1_000))?;
     let managers = Client::new(
         cluster
@@ -434,7 +432,7 @@ async fn demo(layout: &Layout, cluster: &ClusterFile) -> anyhow::Result<()> {
             .with_request_timeout_ms(CREATE_TIMEOUT_MS),
     )?;
     let router = Client::new(cluster.router_config()?)?;
-    wait_for_hosts(&probe, layout).await?;
+    let leader = wait_for_hosts(&probe, layout).await?;
     let namespaces = create_namespaces(&managers).await?;
     let sites = host_sites(&list_hosts(&managers).await?);
     show_shards(&list_shards(&managers).await?, &sites);
@@ -443,11 +441,12 @@ async fn demo(layout: &Layout, cluster: &ClusterFile) -> anyhow::Result<()> {
     for client in [probe, managers, router] {
         client.close().await;
     }
-    Ok(())
+    Ok(leader)
 }
 
-/// Waits until the managers answer with every host registered and up.
-async fn wait_for_hosts(probe: &Client, layout: &Layout) -> anyhow::Result<()> {
+/// Waits until the managers answer with every host registered and up; returns the manager
+/// leading the catalog then, if it says.
+async fn wait_for_hosts(probe: &Client, layout: &Layout) -> anyhow::Result<Option<u64>> {
     print!(
         "\nwaiting for the managers to elect a leader and the {} hosts to register",
         HOSTS.len()
@@ -471,16 +470,22 @@ async fn wait_for_hosts(probe: &Client, layout: &Layout) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let leader = match probe.who_leader(CATALOG_SHARD).await {
-        Ok(Some(hint)) => format!("; manager {} leads the catalog", hint.node.0),
-        _ => String::new(),
+    let leader = probe
+        .who_leader(CATALOG_SHARD)
+        .await
+        .ok()
+        .flatten()
+        .map(|hint| hint.node.0);
+    let leads = match leader {
+        Some(id) => format!("; manager {id} leads the catalog"),
+        None => String::new(),
     };
     println!(
-        " {} hosts up ({:.1} s){leader}",
+        " {} hosts up ({:.1} s){leads}",
         HOSTS.len(),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(leader)
 }
 
 fn up_count(hosts: &[HostInfo]) -> usize {
@@ -493,20 +498,16 @@ fn all_up(hosts: &[HostInfo]) -> bool {
 
 /// Creates every sample namespace and prints where the managers put it.
 async fn create_namespaces(managers: &Client) -> anyhow::Result<Vec<NamespaceInfo>> {
-    let mut known: BTreeSet<ShardId> = list_shards(managers)
-        .await?
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let mut known: BTreeSet<ShardId> = list_shards(managers).await?.iter().map(|s| s.id).collect();
     println!(
         "\ncreating {} namespaces (a shard takes {NAMESPACES_PER_SHARD}; the managers add shards \
          as needed):",
         SAMPLES.len()
     );
     let mut created = Vec::new();
-    for sample in &SAMPLES {
+    for (namespace, _) in &SAMPLES {
         let started = Instant::now();
-        let (info, existed) = create_namespace(managers, sample.namespace).await?;
+        let (info, existed) = create_namespace(managers, namespace).await?;
         let note = match (existed, known.insert(info.shard)) {
             (true, _) => "exists already".to_string(),
             (false, true) => format!("a new shard, {:.1} s", started.elapsed().as_secs_f64()),
@@ -514,7 +515,9 @@ async fn create_namespaces(managers: &Client) -> anyhow::Result<Vec<NamespaceInf
         };
         println!(
             "  {:<10} -> shard {}, epoch {:<3} ({note})",
-            info.name, info.shard, info.epoch
+            info.name.as_str(),
+            info.shard.0,
+            info.epoch.0
         );
         created.push(info);
     }
@@ -578,7 +581,8 @@ fn show_shards(shards: &[ShardInfo], sites: &BTreeMap<u64, String>) {
             .iter()
             .map(|r| format!("node {} ({})", r.node.0, site_of(r.node.0)))
             .collect();
-        let shard_sites: BTreeSet<&str> = shard.replicas.iter().map(|r| site_of(r.node.0)).collect();
+        let shard_sites: BTreeSet<&str> =
+            shard.replicas.iter().map(|r| site_of(r.node.0)).collect();
         if shard_sites == all_sites {
             spanning += 1;
         }
@@ -619,7 +623,7 @@ async fn through_router(
     let mut first_objects = Vec::new();
     for (i, info) in picked.iter().enumerate() {
         let ns = router.routed(info.name.clone());
-        let objects = &sample_of(&info.name).objects[..if i == 0 { 2 } else { 1 }];
+        let objects = &objects_of(&info.name)[..if i == 0 { 2 } else { 1 }];
         for (name, size) in objects {
             put_manifest(&ns, info.shard, manifest(name, *size)).await?;
         }
@@ -640,29 +644,37 @@ async fn through_router(
     key_value(&ns).await
 }
 
-fn sample_of(namespace: &Namespace) -> &'static Sample {
+fn objects_of(namespace: &Namespace) -> &'static [(&'static str, u64); 2] {
     SAMPLES
         .iter()
-        .find(|s| s.namespace == namespace.as_str())
+        .find(|(name, _)| *name == namespace.as_str())
+        .map(|(_, objects)| objects)
         .expect("every demo namespace is a sample")
 }
 
-async fn put_manifest(ns: &NamespaceClient, shard: ShardId, manifest: Manifest) -> anyhow::Result<()> {
+async fn put_manifest(
+    ns: &NamespaceClient,
+    shard: ShardId,
+    manifest: Manifest,
+) -> anyhow::Result<()> {
     let what = format!(
-        "put {}/{} ({}, {}+{} erasure-coded, {} chunks, must-not-exist)",
+        "put {}/{} ({}, {}+{} erasure-coded, {}, must-not-exist)",
         ns.namespace(),
         manifest.name,
         size(manifest.size_bytes),
         manifest.scheme.data_fragments,
         manifest.scheme.parity_fragments,
-        manifest.chunks.len()
+        count(manifest.chunks.len() as u64, "chunk")
     );
     let put = WriteOp::PutManifest {
         manifest,
         mode: PutMode::MustNotExist,
     };
     match ns.write(put).await {
-        Ok(written) => println!("  {what} -> applied at index {} of shard {shard}", written.index.0),
+        Ok(written) => println!(
+            "  {what} -> applied at index {} of shard {shard}",
+            written.index.0
+        ),
         Err(Error::Api(ApiError::ObjectExists { .. })) => {
             println!("  {what} -> exists already (from an earlier run)")
         }
@@ -677,12 +689,12 @@ async fn read_back(ns: &NamespaceClient, name: &str, metrics: SocketAddr) -> any
     let consistent = get_manifest(ns, name, Consistency::Consistent).await?;
     let m = &consistent.value;
     println!(
-        "  get {}/{name} (consistent) -> object id {}, {}, {} chunks, chunk 0 on devices {} \
+        "  get {}/{name} (consistent) -> object id {}, {}, {}, chunk 0 on devices {} \
          (applied {})",
         ns.namespace(),
         hex(&m.object_id),
         size(m.size_bytes),
-        m.chunks.len(),
+        count(m.chunks.len() as u64, "chunk"),
         devices(&m.chunks[0]),
         consistent.applied.0
     );
@@ -702,7 +714,10 @@ async fn read_back(ns: &NamespaceClient, name: &str, metrics: SocketAddr) -> any
         ),
         (Err(e), _) | (_, Err(e)) => format!("(cannot read the router's metrics: {e:#})"),
     };
-    println!("  get {}/{name} (any)        -> the same manifest, {source}", ns.namespace());
+    println!(
+        "  get {}/{name} (any)        -> the same manifest, {source}",
+        ns.namespace()
+    );
     Ok(())
 }
 
@@ -775,8 +790,9 @@ async fn show_stats(ns: &NamespaceClient) -> anyhow::Result<()> {
             objects,
             logical_bytes,
         }) => println!(
-            "  stats {:<9} -> {objects} objects, {} logical",
+            "  stats {:<9} -> {}, {} logical",
             ns.namespace().as_str(),
+            count(objects, "object"),
             size(logical_bytes)
         ),
         other => bail!("NamespaceStats answered {other:?}"),
@@ -806,13 +822,17 @@ fn show_hosts(hosts: &[HostInfo]) {
     println!("\nhosts:");
     for h in hosts {
         println!(
-            "  host {}  {}  {}  {:<4}  {} replicas",
-            h.id.0, h.site, h.addr, h.state, h.replicas
+            "  host {}  {}  {}  {:<4}  {}",
+            h.id.0,
+            h.site,
+            h.addr,
+            h.state.to_string(),
+            count(u64::from(h.replicas), "replica")
         );
     }
 }
 
-fn print_usage(layout: &Layout, cluster_file: &Path) {
+fn print_usage(layout: &Layout, cluster_file: &Path, leader: Option<u64>) {
     println!();
     println!("The platform is serving. Talk to it from another terminal:");
     println!("  export CAIRN_CLUSTER={}", cluster_file.display());
@@ -828,25 +848,18 @@ fn print_usage(layout: &Layout, cluster_file: &Path) {
         "  curl -s http://{}/metrics | grep cairn_router",
         layout.metrics(layout.router())
     );
+    // Only the leader exports the catalog's gauges; the others say they do not lead.
+    let manager = leader.unwrap_or(MANAGER_IDS[0]);
+    let note = match leader {
+        Some(id) => format!("manager {id}, the catalog leader at start-up"),
+        None => format!("manager {manager}"),
+    };
     println!(
-        "  curl -s http://{}/metrics | grep cairn_manager",
-        layout.metrics(layout.manager(MANAGER_IDS[0]))
+        "  curl -s http://{}/metrics | grep cairn_manager    # {note}",
+        layout.metrics(layout.manager(manager))
     );
     println!("Logs: {}/*.log", layout.dir.display());
     println!("(`cargo run -p cairn --` in place of `cairn` when it is not installed.)");
-}
-
-/// Serves until Ctrl-C or until a child exits, then stops them all.
-async fn serve(procs: &mut [Proc]) {
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => println!("\ncairn dev: stopping"),
-        (i, status) = first_exit(procs) => println!(
-            "cairn dev: {} exited ({status}); see {}; stopping",
-            procs[i].name,
-            procs[i].log.display()
-        ),
-    }
-    stop(procs).await;
 }
 
 /// Resolves when a child exits: its index and status.
@@ -861,23 +874,39 @@ async fn first_exit(procs: &mut [Proc]) -> (usize, ExitStatus) {
     }
 }
 
-/// SIGTERM to every child (a clean shutdown), SIGKILL to those still running after the grace
+/// The error for a child that exited by itself.
+fn exit_error(procs: &[Proc], (i, status): (usize, ExitStatus)) -> anyhow::Error {
+    anyhow!(
+        "{} exited ({status}); see {}",
+        procs[i].name,
+        procs[i].log.display()
+    )
+}
+
+/// Stops the router, then the hosts, then the managers (so that none logs the loss of what it
+/// depends on): SIGTERM (a clean shutdown), then SIGKILL to those still running after the grace
 /// period.
 async fn stop(procs: &mut [Proc]) {
-    for p in procs.iter() {
-        if let Some(pid) = p.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg(pid.to_string())
-                .status();
+    for subcommand in ["router", "shard-node", "manager"] {
+        let mut tier: Vec<&mut Proc> = procs
+            .iter_mut()
+            .filter(|p| p.subcommand == subcommand)
+            .collect();
+        for p in &tier {
+            if let Some(pid) = p.child.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status();
+            }
         }
-    }
-    let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    for p in procs.iter_mut() {
-        if tokio::time::timeout_at(deadline, p.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = p.child.kill().await;
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        for p in &mut tier {
+            if tokio::time::timeout_at(deadline, p.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = p.child.kill().await;
+            }
         }
     }
 }
@@ -982,6 +1011,14 @@ fn devices(chunk: &Chunk) -> String {
     ids.join(",")
 }
 
+/// `n things`, or `1 thing`.
+fn count(n: u64, thing: &str) -> String {
+    match n {
+        1 => format!("1 {thing}"),
+        n => format!("{n} {thing}s"),
+    }
+}
+
 /// A size in decimal units.
 fn size(bytes: u64) -> String {
     match bytes {
@@ -1016,10 +1053,7 @@ async fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
         .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await?;
     let mut response = Vec::new();
-    stream
-        .take(16 << 20)
-        .read_to_end(&mut response)
-        .await?;
+    stream.take(16 << 20).read_to_end(&mut response).await?;
     let response = String::from_utf8_lossy(&response);
     match response.split_once("\r\n\r\n") {
         Some((head, body)) if head.contains(" 200 ") => Ok(body.to_string()),

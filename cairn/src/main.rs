@@ -58,7 +58,8 @@ enum Command {
     Shards(catalog_cmd::ShardsArgs),
     /// List the shard-node hosts of the catalog (through the managers).
     Hosts(catalog_cmd::HostsArgs),
-    /// Run a local development cluster.
+    /// Run a local development platform (3 managers, 4 shard-node hosts on two sites, a router)
+    /// and demonstrate it.
     Dev(DevArgs),
 }
 
@@ -74,7 +75,7 @@ pub(crate) struct DevArgs {
     /// (base+51..53, base+61..64, base+70).
     #[arg(long, default_value_t = 7100)]
     pub(crate) base_port: u16,
-    /// Stop the cluster after the demo instead of serving until Ctrl-C (for scripted checks).
+    /// Stop the platform after the demo instead of serving until Ctrl-C (for scripted checks).
     #[arg(long)]
     pub(crate) exit_after_demo: bool,
 }

@@ -78,6 +78,8 @@ pub struct Manager {
     changes: broadcast::Sender<RoutingChange>,
     /// When each host was last heard (leader's memory only).
     heard: SyncMutex<BTreeMap<NodeId, Instant>>,
+    /// When this node last became leader: a host is given a full grace period from then.
+    leading_since: SyncMutex<Instant>,
     /// Clients of each shard's replicas, for adopt and drop.
     shard_clients: SyncMutex<BTreeMap<ShardId, Client>>,
     /// A client for single requests to hosts (create replica, who leads).
@@ -118,6 +120,7 @@ impl Manager {
             version: watch::channel(0).0,
             changes: broadcast::channel(WATCH_BUFFER).0,
             heard: SyncMutex::new(BTreeMap::new()),
+            leading_since: SyncMutex::new(Instant::now()),
             shard_clients: SyncMutex::new(BTreeMap::new()),
             hosts,
             wake: Notify::new(),
@@ -136,6 +139,7 @@ impl Manager {
             if leads && !was {
                 gains += 1;
                 info!(node = self.me.0, "leading the catalog");
+                *self.leading_since.lock().expect("leading_since lock") = Instant::now();
                 self.state.lock().await.catalog = None;
                 self.leading.send_replace(Some(gains));
                 m::is_leader(true);
@@ -287,16 +291,7 @@ impl Manager {
         };
         if stale {
             let catalog = self.load().await?;
-            let fresh_leader = state.catalog.is_none();
             debug!(version = catalog.version, "catalog loaded");
-            if fresh_leader {
-                // Every host gets a full grace period from the moment this leader took over.
-                let now = Instant::now();
-                let mut heard = self.heard.lock().expect("heard lock");
-                for id in catalog.hosts.keys() {
-                    heard.entry(*id).or_insert(now);
-                }
-            }
             m::catalog(&catalog);
             self.version.send_replace(catalog.version);
             state.catalog = Some(catalog);
@@ -685,7 +680,9 @@ impl Manager {
     async fn mark_down_hosts(&self) -> Result<(), ApiError> {
         let limit = Duration::from_millis(self.config.host_down_after_ms);
         let heard = self.heard.lock().expect("heard lock").clone();
-        let silent = |id: &NodeId| heard.get(id).is_none_or(|t| t.elapsed() >= limit);
+        // A host not heard since this node took over is measured from the takeover.
+        let since = *self.leading_since.lock().expect("leading_since lock");
+        let silent = |id: &NodeId| heard.get(id).unwrap_or(&since).elapsed() >= limit;
         let downed = self
             .change(false, |c| {
                 let changes: Vec<Change> = c
