@@ -921,7 +921,9 @@ fn manifest(name: &str, size_bytes: u64) -> Manifest {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let mut made_up = SplitMix64(now.as_nanos() as u64 ^ fnv1a64(name.as_bytes()));
+    let mut made_up = crate::manifest_cmd::SplitMix64(
+        now.as_nanos() as u64 ^ crate::manifest_cmd::fnv1a64(name.as_bytes()),
+    );
     let chunk_max = u64::from(DATA) * u64::from(FRAGMENT_SIZE_BYTES);
     let per_chunk = u64::from(DATA + PARITY);
     let mut chunks = Vec::new();
@@ -971,29 +973,6 @@ fn manifest(name: &str, size_bytes: u64) -> Manifest {
         .validate(FRAME_MAX_BYTES_DEFAULT)
         .expect("the demo builds valid manifests");
     manifest
-}
-
-/// Made-up bytes (object ids, digests): SplitMix64.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn hex(bytes: &[u8]) -> String {
