@@ -63,7 +63,8 @@ fn spawn(
     std::fs::write(&config_path, config)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let file =
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let child = Command::new(cairn)
         .arg(subcommand)
         .arg("--config")
@@ -267,7 +268,13 @@ impl CairnCluster {
             limits: Default::default(),
         };
         router.validate()?;
-        procs.push(spawn(cairn, dir, "router", "router", &toml::to_string(&router)?)?);
+        procs.push(spawn(
+            cairn,
+            dir,
+            "router",
+            "router",
+            &toml::to_string(&router)?,
+        )?);
 
         let mut cluster = Self {
             layout,
@@ -320,7 +327,10 @@ impl CairnCluster {
         let shards: std::collections::BTreeSet<_> =
             self.namespaces.iter().map(|n| n.shard).collect();
         if shards.len() != self.namespaces.len() {
-            bail!("expected one shard per namespace, got {:?}", self.namespaces);
+            bail!(
+                "expected one shard per namespace, got {:?}",
+                self.namespaces
+            );
         }
         Ok(())
     }
@@ -328,6 +338,14 @@ impl CairnCluster {
     /// The shard-node host addresses.
     pub(crate) fn hosts(&self) -> Vec<SocketAddr> {
         HOST_IDS.iter().map(|id| self.layout.host(*id)).collect()
+    }
+
+    /// The name and process id of every process.
+    pub(crate) fn pids(&self) -> Vec<(String, u32)> {
+        self.procs
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.child.id()?)))
+            .collect()
     }
 
     /// Stops every process.
@@ -436,8 +454,11 @@ impl CairnTarget {
             let config = ClientConfig::new(hosts.clone(), identity.clone())
                 .with_request_timeout_ms(REQUEST_TIMEOUT_MS);
             let client = Client::new(config)?;
-            let handle =
-                |info: &NamespaceInfo| client.namespace(info.shard, info.name.clone()).with_epoch(info.epoch);
+            let handle = |info: &NamespaceInfo| {
+                client
+                    .namespace(info.shard, info.name.clone())
+                    .with_epoch(info.epoch)
+            };
             target
                 .direct
                 .push(cluster.namespaces.iter().map(handle).collect());
@@ -476,7 +497,10 @@ impl CairnTarget {
                         shard: 0,
                         key,
                     };
-                    target.run(op).await.map_err(|e| anyhow::anyhow!("preload: {e}"))?;
+                    target
+                        .run(op)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("preload: {e}"))?;
                 }
                 anyhow::Ok(())
             });
@@ -526,10 +550,14 @@ impl Target for CairnTarget {
                     manifest,
                     mode: PutMode::Unconditional,
                 };
-                handle.write(put).await.map(|_| ()).map_err(|e| match e.api() {
-                    Some(ApiError::NotLeader { .. }) => format!("write: not leader: {e}"),
-                    _ => format!("write: {e}"),
-                })
+                handle
+                    .write(put)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| match e.api() {
+                        Some(ApiError::NotLeader { .. }) => format!("write: not leader: {e}"),
+                        _ => format!("write: {e}"),
+                    })
             }
             OpKind::ReadConsistent => {
                 Self::read(&self.direct[conn][0], op.key, Consistency::Consistent).await
@@ -603,7 +631,11 @@ impl IdleCluster {
 
     /// Waits until the first host reports `shards` replicas, every one with a leader and
     /// quiesced (or `wait` passes); returns how many have a leader and how many are quiesced.
-    pub(crate) async fn settle(&mut self, shards: usize, wait: Duration) -> anyhow::Result<(usize, usize)> {
+    pub(crate) async fn settle(
+        &mut self,
+        shards: usize,
+        wait: Duration,
+    ) -> anyhow::Result<(usize, usize)> {
         let config = ClientConfig::new(self.hosts(), self.layout.identity(CLIENT)?)
             .with_request_timeout_ms(10_000);
         let client = Client::new(config)?;

@@ -413,7 +413,7 @@ impl EtcdTarget {
         let mut members = Vec::with_capacity(MEMBERS);
         // (member id, the leader it reports), from each member's first connection.
         let mut ids = Vec::with_capacity(MEMBERS);
-        for endpoint in &cluster.member_endpoints {
+        for endpoint in &cluster.member_endpoints() {
             let mut kvs = Vec::with_capacity(connections);
             for c in 0..connections {
                 let mut client = open(endpoint).await?;
@@ -444,7 +444,7 @@ impl EtcdTarget {
 
         let mut proxy = Vec::with_capacity(connections);
         for _ in 0..connections {
-            let mut client = open(&cluster.proxy_endpoint).await?;
+            let mut client = open(&cluster.proxy_endpoint()).await?;
             tokio::time::timeout(
                 OP_TIMEOUT,
                 client.get(PROBE_KEY, Some(GetOptions::new().with_serializable())),
@@ -553,6 +553,18 @@ impl Target for EtcdTarget {
         tokio::time::timeout(OP_TIMEOUT, work)
             .await
             .unwrap_or_else(|_| Err(format!("{kind:?}: timeout")))
+    }
+}
+
+impl EtcdCluster {
+    /// The name and process id of every process (members, then the proxy), to account for
+    /// the CPU they use.
+    pub(crate) fn pids(&self) -> Vec<(String, u32)> {
+        self.members
+            .iter()
+            .chain([&self.proxy])
+            .filter_map(|p| Some((p.name.clone(), p.child.id()?)))
+            .collect()
     }
 }
 

@@ -7,9 +7,6 @@
 //! Both run one operation after the other, never concurrently: they measure latency, not how
 //! much the disk or the network stack can absorb.
 
-// Until main.rs calls it.
-#![allow(dead_code)]
-
 use std::io::{Seek as _, SeekFrom, Write as _};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -27,7 +24,7 @@ use crate::machine;
 use crate::model::{LatencySummary, LimitResult};
 
 /// The bytes appended before each `fdatasync`: about one small manifest.
-pub const FSYNC_APPEND_BYTES: usize = 1024;
+pub(crate) const FSYNC_APPEND_BYTES: usize = 1024;
 /// The fewest appends the fsync limit measures, however slow the disk.
 const FSYNC_APPENDS_MIN: u64 = 50;
 /// The fsync file is emptied (outside the measured time) when it reaches this size, so a fast
@@ -35,7 +32,7 @@ const FSYNC_APPENDS_MIN: u64 = 50;
 const FSYNC_FILE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The payload of each QUIC request (and of its echo).
-pub const QUIC_PAYLOAD_BYTES: usize = 64;
+pub(crate) const QUIC_PAYLOAD_BYTES: usize = 64;
 /// Round trips made before measuring: the connection's congestion window and the allocators
 /// settle.
 const QUIC_WARMUP_ROUND_TRIPS: usize = 100;
@@ -50,7 +47,7 @@ const QUIC_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 /// afterwards, on error too.
 ///
 /// Blocking: run it on a blocking thread (`tokio::task::spawn_blocking`).
-pub fn fsync(dir: &Path, duration: Duration) -> anyhow::Result<LimitResult> {
+pub(crate) fn fsync(dir: &Path, duration: Duration) -> anyhow::Result<LimitResult> {
     let mut file = tempfile::Builder::new()
         .prefix(".cairn-bench-fsync-")
         .tempfile_in(dir)
@@ -99,7 +96,7 @@ pub fn fsync(dir: &Path, duration: Duration) -> anyhow::Result<LimitResult> {
 /// request on a new bidirectional stream (cairn's framing: header and postcard payload) and
 /// waits for its echo, one after the other, for `duration`. Each request and echo is one
 /// operation.
-pub async fn quic_rtt(duration: Duration) -> anyhow::Result<LimitResult> {
+pub(crate) async fn quic_rtt(duration: Duration) -> anyhow::Result<LimitResult> {
     let dir = tempfile::tempdir().context("cannot create a directory for the certificates")?;
     let (server_id, client_id) = identities(dir.path())?;
     let limits = EndpointLimits::default();

@@ -5,9 +5,6 @@
 //! Everything here reads `/proc` (Linux only). What cannot be read is reported as `unknown`
 //! rather than failing the suite: the figures stay meaningful without it.
 
-// Until main.rs calls it.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,7 +17,7 @@ const UNKNOWN: &str = "unknown";
 
 /// The machine: CPU model, cores, kernel, memory, and the device and file system holding
 /// `data_dir` (see [`data_disk`]).
-pub fn describe(data_dir: &Path) -> Machine {
+pub(crate) fn describe(data_dir: &Path) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     Machine {
@@ -39,7 +36,7 @@ pub fn describe(data_dir: &Path) -> Machine {
 /// The device and file system type of the mount holding `path` (e.g. `/dev/vda1 ext4`), or
 /// `unknown`. The path is canonicalized first (symlinks would otherwise point the answer at the
 /// wrong mount); a path that does not exist yet is answered for its nearest existing ancestor.
-pub fn data_disk(path: &Path) -> String {
+pub(crate) fn data_disk(path: &Path) -> String {
     let Some(path) = canonical_ancestor(path) else {
         return UNKNOWN.to_owned();
     };
@@ -53,7 +50,7 @@ pub fn data_disk(path: &Path) -> String {
 }
 
 /// CPU seconds (user + system) process `pid` has used so far, and its resident memory in bytes.
-pub fn process_cpu(pid: u32) -> anyhow::Result<(f64, u64)> {
+pub(crate) fn process_cpu(pid: u32) -> anyhow::Result<(f64, u64)> {
     let pid_i32 = i32::try_from(pid).with_context(|| format!("pid {pid} is out of range"))?;
     let process = procfs::process::Process::new(pid_i32)
         .with_context(|| format!("cannot open /proc/{pid}"))?;
@@ -72,7 +69,7 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<(f64, u64)> {
 
 /// `git describe --always --dirty` of the checkout at `repo`, or `unknown` (no git, not a
 /// checkout, or git refuses it).
-pub fn git_describe(repo: &Path) -> String {
+pub(crate) fn git_describe(repo: &Path) -> String {
     let output = Command::new("git")
         .arg("-C")
         .arg(repo)

@@ -7,6 +7,7 @@
 //! `results.csv`, SVG plots and `report.md` into the output directory.
 
 mod cairn;
+mod cpu;
 mod etcd;
 mod limits;
 mod load;
@@ -25,10 +26,16 @@ use clap::{Args, Parser, Subcommand};
 use crate::cairn::{CairnCluster, CairnTarget, IdleCluster};
 use crate::etcd::{EtcdCluster, EtcdTarget};
 use crate::load::{RunSpec, Window, WriteKeys};
-use crate::model::{IdleCost, Limits, Mode, Report, RunResult, Settings, System, Versions, Workload};
+use crate::model::{
+    IdleCost, Limits, Mode, Report, RunResult, Settings, System, Versions, Workload,
+};
 
 #[derive(Parser)]
-#[command(name = "cairn-bench", version, about = "cairn side by side with etcd, against the machine's limits")]
+#[command(
+    name = "cairn-bench",
+    version,
+    about = "cairn side by side with etcd, against the machine's limits"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,6 +54,9 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+    /// Runs one workload against one system and prints the result and the CPU each process
+    /// used (for profiling: the system stays up for `--seconds`).
+    Run(RunArgs),
     /// Renders the report again from a `results.json`.
     Report {
         /// The results of a suite run.
@@ -56,6 +66,43 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Args, Clone, Debug)]
+struct RunArgs {
+    /// The system to run against.
+    #[arg(long, value_enum, default_value = "cairn")]
+    system: SystemArg,
+    /// The workload: write, read-consistent, read-local, mixed-90-10, router-cached,
+    /// router-consistent, write-shards.
+    #[arg(long, default_value = "write")]
+    workload: String,
+    /// Closed-loop clients (ignored with --rate).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Open loop at this many operations per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Shards (write-shards only).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Seconds measured (after a one-second warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    #[arg(long, default_value = "/var/tmp")]
+    data_dir: PathBuf,
+    #[arg(long)]
+    cairn_bin: Option<PathBuf>,
+    #[arg(long, default_value_t = 27_000)]
+    base_port: u16,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SystemArg {
+    Cairn,
+    Etcd,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -156,8 +203,7 @@ impl SuiteArgs {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -179,6 +225,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&limits)?);
             Ok(())
         }
+        Command::Run(args) => runtime.block_on(run_single(&args)),
         Command::Report { from, out } => {
             let report = report::load(&from)?;
             let out = out.unwrap_or_else(|| from.parent().unwrap_or(Path::new(".")).to_path_buf());
@@ -231,8 +278,8 @@ struct Planned {
     shards: usize,
 }
 
-/// The closed-loop plan: every single-shard workload at `--clients`, then the multi-shard
-/// writes at 1, 2, 4, … shards.
+/// The closed-loop plan: every single-shard workload at `--clients`, a few at one client, then
+/// the multi-shard writes at 1, 2, 4, … shards.
 fn closed_plan(args: &SuiteArgs) -> Vec<Planned> {
     let single = [
         Workload::Write,
@@ -252,6 +299,19 @@ fn closed_plan(args: &SuiteArgs) -> Vec<Planned> {
             shards: 1,
         })
         .collect();
+    // Latency without queueing: one client, one operation at a time (the router target is a
+    // latency target; at 64 clients latency is mostly waiting for the cores).
+    for workload in [
+        Workload::Write,
+        Workload::ReadConsistent,
+        Workload::RouterCached,
+    ] {
+        plan.push(Planned {
+            workload,
+            mode: Mode::Closed { clients: 1 },
+            shards: 1,
+        });
+    }
     let mut shards = 1;
     while shards <= args.max_shards {
         plan.push(Planned {
@@ -270,6 +330,9 @@ fn closed_plan(args: &SuiteArgs) -> Vec<Planned> {
 struct Systems {
     cairn: Arc<CairnTarget>,
     etcd: Arc<EtcdTarget>,
+    /// The process ids of each system's servers.
+    cairn_pids: Vec<u32>,
+    etcd_pids: Vec<u32>,
     cairn_keys: WriteKeys,
     etcd_keys: WriteKeys,
 }
@@ -350,7 +413,9 @@ async fn suite(args: &SuiteArgs) -> anyhow::Result<Report> {
         None
     };
     if args.quick {
-        notes.push("--quick: a smoke test of the harness with tiny settings, not a measurement".into());
+        notes.push(
+            "--quick: a smoke test of the harness with tiny settings, not a measurement".into(),
+        );
     }
     let settings = Settings {
         warmup_s: args.warmup_s,
@@ -387,16 +452,18 @@ async fn run_workloads(
     etcd_cluster: &EtcdCluster,
 ) -> anyhow::Result<(Vec<RunResult>, Vec<String>)> {
     let cairn = Arc::new(CairnTarget::connect(cairn_cluster, args.connections)?);
-    let etcd =
-        Arc::new(EtcdTarget::connect(etcd_cluster, args.connections, cairn.value()).await?);
+    let etcd = Arc::new(EtcdTarget::connect(etcd_cluster, args.connections, cairn.value()).await?);
     println!("preloading {} keys into each system", args.preload);
     cairn.preload(args.preload).await?;
     etcd.preload(args.preload).await?;
     // New writes take keys above the preloaded ones.
     let first_new = args.preload.max(1_000_000);
+    let pids = |named: Vec<(String, u32)>| named.into_iter().map(|(_, pid)| pid).collect();
     let systems = Systems {
         cairn: cairn.clone(),
         etcd: etcd.clone(),
+        cairn_pids: pids(cairn_cluster.pids()),
+        etcd_pids: pids(etcd_cluster.pids()),
         cairn_keys: WriteKeys::starting_at(first_new),
         etcd_keys: WriteKeys::starting_at(first_new),
     };
@@ -460,15 +527,42 @@ async fn run_workloads(
     Ok((runs, notes))
 }
 
+/// Runs one workload, and samples the CPU at the start and the end of its measurement window.
 async fn run_one(systems: &Systems, spec: RunSpec, window: Window) -> RunResult {
-    match spec.system {
+    let pids = match spec.system {
+        System::Cairn => systems.cairn_pids.clone(),
+        System::Etcd => systems.etcd_pids.clone(),
+    };
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep(window.warmup).await;
+        let before = cpu::sample(&pids);
+        tokio::time::sleep(window.measure).await;
+        (before, cpu::sample(&pids))
+    });
+    let mut result = match spec.system {
         System::Cairn => {
-            load::run(systems.cairn.clone(), spec, window, systems.cairn_keys.clone()).await
+            load::run(
+                systems.cairn.clone(),
+                spec,
+                window,
+                systems.cairn_keys.clone(),
+            )
+            .await
         }
         System::Etcd => {
-            load::run(systems.etcd.clone(), spec, window, systems.etcd_keys.clone()).await
+            load::run(
+                systems.etcd.clone(),
+                spec,
+                window,
+                systems.etcd_keys.clone(),
+            )
+            .await
         }
+    };
+    if let Ok((before, after)) = sampler.await {
+        result.cpu = Some(cpu::used(&before, &after, result.ops));
     }
+    result
 }
 
 /// The open-loop write rates: fractions of the lower closed-loop write throughput of round 0
@@ -507,8 +601,14 @@ fn print_run(r: &RunResult) {
     } else {
         String::new()
     };
+    let cpu = r.cpu.map_or(String::new(), |c| {
+        format!(
+            "  cpu: machine {:.0} %, servers {:.2} cores, {:.0} µs/op",
+            c.machine_busy_percent, c.server_cores, c.server_cpu_us_per_op
+        )
+    });
     println!(
-        "  {:<5} {:<17}{shards} {:<12} {:>9.0} ops/s  p50 {:>7.0} µs  p99 {:>7.0} µs  p99.9 {:>7.0} µs{}",
+        "  {:<5} {:<17}{shards} {:<12} {:>9.0} ops/s  p50 {:>7.0} µs  p99 {:>7.0} µs  p99.9 {:>7.0} µs{cpu}{}",
         r.system.to_string(),
         r.workload.name(),
         r.mode.label(),
@@ -517,7 +617,12 @@ fn print_run(r: &RunResult) {
         r.latency.p99_us,
         r.latency.p999_us,
         if r.errors + r.dropped > 0 {
-            format!("  errors {} dropped {} ({})", r.errors, r.dropped, r.error_samples.join("; "))
+            format!(
+                "  errors {} dropped {} ({})",
+                r.errors,
+                r.dropped,
+                r.error_samples.join("; ")
+            )
         } else {
             String::new()
         }
@@ -538,7 +643,9 @@ async fn measure_idle(args: &SuiteArgs, cairn_bin: &Path, dir: &Path) -> anyhow:
             .settle(args.idle_replicas as usize, Duration::from_secs(120))
             .await?;
         println!("  {led} groups with a leader, {quiet} quiesced on the measured node");
-        let pid = cluster.measured_pid().context("the measured node has exited")?;
+        let pid = cluster
+            .measured_pid()
+            .context("the measured node has exited")?;
         let (cpu_before, _) = machine::process_cpu(pid)?;
         let began = Instant::now();
         tokio::time::sleep(Duration::from_secs_f64(args.idle_measure_s)).await;
@@ -562,4 +669,134 @@ async fn measure_idle(args: &SuiteArgs, cairn_bin: &Path, dir: &Path) -> anyhow:
     .await;
     cluster.stop().await;
     outcome
+}
+
+/// `cairn-bench run`: one workload against one system.
+async fn run_single(args: &RunArgs) -> anyhow::Result<()> {
+    let workload = [
+        Workload::Write,
+        Workload::ReadConsistent,
+        Workload::ReadLocal,
+        Workload::Mixed,
+        Workload::RouterCached,
+        Workload::RouterConsistent,
+        Workload::WriteShards,
+    ]
+    .into_iter()
+    .find(|w| w.name() == args.workload)
+    .with_context(|| format!("unknown workload {:?}", args.workload))?;
+    let shards = if workload == Workload::WriteShards {
+        args.shards.max(1)
+    } else {
+        1
+    };
+    let mode = match args.rate {
+        Some(rate) => Mode::Open { rate },
+        None => Mode::Closed {
+            clients: args.clients,
+        },
+    };
+    let work = tempfile::Builder::new()
+        .prefix("cairn-bench-")
+        .tempdir_in(&args.data_dir)?;
+    let window = Window {
+        warmup: Duration::from_secs(1),
+        measure: Duration::from_secs_f64(args.seconds),
+    };
+    let spec = RunSpec {
+        system: System::Cairn,
+        workload,
+        mode,
+        shards,
+        round: 0,
+        preload_keys: 1_000,
+        seed: 1,
+    };
+    let value = cairn::manifest_template();
+    match args.system {
+        SystemArg::Cairn => {
+            let cairn_bin = cairn_binary(args.cairn_bin.as_deref())?;
+            let cluster = CairnCluster::start(
+                &cairn_bin,
+                &work.path().join("cairn"),
+                args.base_port,
+                shards,
+            )
+            .await?;
+            let outcome = async {
+                let target = Arc::new(CairnTarget::connect(&cluster, args.connections)?);
+                target.preload(spec.preload_keys).await?;
+                let pids = cluster.pids();
+                let result = with_cpu(
+                    &pids,
+                    load::run(
+                        target.clone(),
+                        spec,
+                        window,
+                        WriteKeys::starting_at(1_000_000),
+                    ),
+                )
+                .await?;
+                target.close().await;
+                anyhow::Ok(result)
+            }
+            .await;
+            cluster.stop().await;
+            print_run(&outcome?);
+        }
+        SystemArg::Etcd => {
+            let cluster =
+                EtcdCluster::start(&work.path().join("etcd"), args.base_port + 100).await?;
+            let outcome = async {
+                let bytes = postcard::to_stdvec(&value)?;
+                let target =
+                    Arc::new(EtcdTarget::connect(&cluster, args.connections, bytes).await?);
+                target.preload(spec.preload_keys).await?;
+                let pids = cluster.pids();
+                let spec = RunSpec {
+                    system: System::Etcd,
+                    ..spec
+                };
+                with_cpu(
+                    &pids,
+                    load::run(target, spec, window, WriteKeys::starting_at(1_000_000)),
+                )
+                .await
+            }
+            .await;
+            cluster.stop().await;
+            print_run(&outcome?);
+        }
+    }
+    Ok(())
+}
+
+/// Runs `run` and prints the CPU seconds each process of `pids` (and this one) used meanwhile.
+async fn with_cpu(
+    pids: &[(String, u32)],
+    run: impl Future<Output = RunResult>,
+) -> anyhow::Result<RunResult> {
+    let me = std::process::id();
+    let sample = |pids: &[(String, u32)]| -> Vec<f64> {
+        pids.iter()
+            .map(|(_, pid)| machine::process_cpu(*pid).map_or(0.0, |(cpu, _)| cpu))
+            .chain([machine::process_cpu(me).map_or(0.0, |(cpu, _)| cpu)])
+            .collect()
+    };
+    let before = sample(pids);
+    let began = Instant::now();
+    let result = run.await;
+    let after = sample(pids);
+    let elapsed = began.elapsed().as_secs_f64();
+    let names = pids
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .chain(["load generator"]);
+    for ((name, b), a) in names.zip(before).zip(after) {
+        println!(
+            "  cpu {name:<16} {:>6.1} % of one core",
+            100.0 * (a - b) / elapsed
+        );
+    }
+    Ok(result)
 }

@@ -189,6 +189,22 @@ pub(crate) struct RunResult {
     pub(crate) latency: LatencySummary,
     /// A few distinct error messages, to explain `errors`.
     pub(crate) error_samples: Vec<String>,
+    /// Where the CPU went during the measurement window.
+    #[serde(default)]
+    pub(crate) cpu: Option<CpuUse>,
+}
+
+/// CPU used during a measurement window.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CpuUse {
+    /// How busy the whole machine was (every core; 100 = all cores busy).
+    pub(crate) machine_busy_percent: f64,
+    /// Cores' worth of CPU the system under test's processes used (1.0 = one core).
+    pub(crate) server_cores: f64,
+    /// Cores' worth of CPU the load generator (the benchmark process) used.
+    pub(crate) generator_cores: f64,
+    /// Server CPU per successful operation, in microseconds.
+    pub(crate) server_cpu_us_per_op: f64,
 }
 
 /// Latency percentiles, in microseconds.

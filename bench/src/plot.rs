@@ -16,11 +16,11 @@ use crate::report::{self, Combined};
 
 /// Which plots were written, by file name within the plots directory (`None`: nothing to plot).
 #[derive(Clone, Debug, Default)]
-pub struct Plots {
-    pub throughput: Option<&'static str>,
-    pub latency: Option<&'static str>,
-    pub scaling: Option<&'static str>,
-    pub open_loop: Option<&'static str>,
+pub(crate) struct Plots {
+    pub(crate) throughput: Option<&'static str>,
+    pub(crate) latency: Option<&'static str>,
+    pub(crate) scaling: Option<&'static str>,
+    pub(crate) open_loop: Option<&'static str>,
 }
 
 const SIZE: (u32, u32) = (1100, 620);
@@ -42,7 +42,11 @@ fn color(system: System) -> RGBColor {
 }
 
 /// Draws every plot there is data for into `dir`.
-pub fn write_all(report: &Report, combined: &[Combined], dir: &Path) -> anyhow::Result<Plots> {
+pub(crate) fn write_all(
+    report: &Report,
+    combined: &[Combined],
+    dir: &Path,
+) -> anyhow::Result<Plots> {
     let clients = report.settings.clients;
     let plots = Plots {
         throughput: draw(dir, "throughput.svg", |path| {

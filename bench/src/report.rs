@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::model::{LatencySummary, Mode, Report, RunResult, System, Workload};
+use crate::model::{CpuUse, LatencySummary, Mode, Report, RunResult, System, Workload};
 use crate::plot;
+
+const SYSTEMS: [System; 2] = [System::Cairn, System::Etcd];
 
 /// Targets (a) and (c): cairn's throughput over etcd's.
 const THROUGHPUT_RATIO_GOAL: f64 = 3.0;
@@ -32,7 +34,7 @@ const SCALING_FLAT_GAIN: f64 = 0.10;
 
 /// Writes into `out` (created if missing): `results.json` (the report, pretty), `results.csv`
 /// (one row per run), `plots/*.svg` and `report.md`. Returns the path of `report.md`.
-pub fn write_all(report: &Report, out: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn write_all(report: &Report, out: &Path) -> anyhow::Result<PathBuf> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
     let json_path = out.join("results.json");
@@ -56,39 +58,41 @@ pub fn write_all(report: &Report, out: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Reads `results.json` back, so a report can be rendered again without running the suite.
-pub fn load(path: &Path) -> anyhow::Result<Report> {
+pub(crate) fn load(path: &Path) -> anyhow::Result<Report> {
     let json = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&json).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// The rounds of one (system, workload, mode, shards), combined.
 #[derive(Clone, Debug)]
-pub struct Combined {
-    pub system: System,
-    pub workload: Workload,
-    pub mode: Mode,
-    pub shards: usize,
+pub(crate) struct Combined {
+    pub(crate) system: System,
+    pub(crate) workload: Workload,
+    pub(crate) mode: Mode,
+    pub(crate) shards: usize,
     /// How many runs (rounds) were combined.
-    pub rounds: usize,
+    pub(crate) rounds: usize,
     /// The median over rounds of the throughput, in successful operations per second (with an
     /// even number of rounds, the mean of the middle two).
-    pub throughput: f64,
-    pub throughput_min: f64,
-    pub throughput_max: f64,
+    pub(crate) throughput: f64,
+    pub(crate) throughput_min: f64,
+    pub(crate) throughput_max: f64,
     /// Each field (mean, percentiles, max) is the median over rounds of that round's value;
     /// `count` is the sum over rounds.
-    pub latency: LatencySummary,
+    pub(crate) latency: LatencySummary,
     /// Sums over rounds.
-    pub ops: u64,
-    pub errors: u64,
-    pub dropped: u64,
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) dropped: u64,
+    /// Each field is the median over the rounds that measured it; `None` when none did.
+    pub(crate) cpu: Option<CpuUse>,
 }
 
 /// Combines the runs of the same (system, workload, mode, shards) over rounds: throughput is the
 /// median over rounds (with its min and max), each latency percentile the median of the
 /// per-round percentiles. Sorted by workload, mode (closed loop first, then by clients or rate),
 /// shards and system.
-pub fn combine(runs: &[RunResult]) -> Vec<Combined> {
+pub(crate) fn combine(runs: &[RunResult]) -> Vec<Combined> {
     let mut groups: Vec<Vec<&RunResult>> = Vec::new();
     for run in runs {
         let same = |group: &&mut Vec<&RunResult>| {
@@ -139,7 +143,22 @@ fn combine_group(runs: &[&RunResult]) -> Combined {
         ops: runs.iter().map(|run| run.ops).sum(),
         errors: runs.iter().map(|run| run.errors).sum(),
         dropped: runs.iter().map(|run| run.dropped).sum(),
+        cpu: combine_cpu(runs),
     }
+}
+
+fn combine_cpu(runs: &[&RunResult]) -> Option<CpuUse> {
+    let cpus: Vec<CpuUse> = runs.iter().filter_map(|run| run.cpu).collect();
+    if cpus.is_empty() {
+        return None;
+    }
+    let of = |field: fn(&CpuUse) -> f64| median(cpus.iter().map(field).collect());
+    Some(CpuUse {
+        machine_busy_percent: of(|cpu| cpu.machine_busy_percent),
+        server_cores: of(|cpu| cpu.server_cores),
+        generator_cores: of(|cpu| cpu.generator_cores),
+        server_cpu_us_per_op: of(|cpu| cpu.server_cpu_us_per_op),
+    })
 }
 
 /// Closed loop before open loop; then fewer clients or a lower rate first.
@@ -242,6 +261,10 @@ fn write_csv(runs: &[RunResult], path: &Path) -> anyhow::Result<()> {
         "p99_us",
         "p999_us",
         "max_us",
+        "machine_busy_percent",
+        "server_cores",
+        "generator_cores",
+        "server_cpu_us_per_op",
     ])?;
     for run in runs {
         let (mode, clients, rate) = match run.mode {
@@ -249,6 +272,10 @@ fn write_csv(runs: &[RunResult], path: &Path) -> anyhow::Result<()> {
             Mode::Open { rate } => ("open", String::new(), rate.to_string()),
         };
         let l = &run.latency;
+        let cpu = |field: fn(&CpuUse) -> f64| {
+            run.cpu
+                .map_or(String::new(), |c| format!("{:.2}", field(&c)))
+        };
         csv.write_record([
             run.system.to_string(),
             run.workload.to_string(),
@@ -268,6 +295,10 @@ fn write_csv(runs: &[RunResult], path: &Path) -> anyhow::Result<()> {
             format!("{:.0}", l.p99_us),
             format!("{:.0}", l.p999_us),
             format!("{:.0}", l.max_us),
+            cpu(|c| c.machine_busy_percent),
+            cpu(|c| c.server_cores),
+            cpu(|c| c.generator_cores),
+            cpu(|c| c.server_cpu_us_per_op),
         ])?;
     }
     csv.flush()?;
@@ -669,11 +700,12 @@ fn closed_section(
             both.map_or("—".into(), |(c, e)| fmt_ratio(
                 c.latency.p99_us / e.latency.p99_us
             )),
-            cell(cairn, &|c| fmt_count(c.errors)),
-            cell(etcd, &|c| fmt_count(c.errors)),
+            cell(cairn, &fmt_errors),
+            cell(etcd, &fmt_errors),
         )?;
     }
     writeln!(md)?;
+    cpu_table(md, report, combined, clients)?;
     writeln!(
         md,
         "What the workloads do: `write` creates a ≈{} byte manifest (etcd: a put of the same \
@@ -698,6 +730,56 @@ fn closed_section(
             "![Closed-loop latency percentiles, cairn and etcd](plots/{file})\n"
         )?;
     }
+    Ok(())
+}
+
+/// Where the CPU went in the closed-loop runs, when it was measured.
+fn cpu_table(
+    md: &mut String,
+    report: &Report,
+    combined: &[Combined],
+    clients: usize,
+) -> anyhow::Result<()> {
+    let workloads = closed_workloads(combined, clients);
+    let measured = |workload| {
+        SYSTEMS.map(|system| closed(combined, system, workload, clients).and_then(|c| c.cpu))
+    };
+    if workloads
+        .iter()
+        .all(|&w| measured(w).iter().all(Option::is_none))
+    {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "Where the CPU went in the same runs. Machine busy: the share of all {} cores in use. \
+         Server cores: CPU the system's own processes used (1.00 = one core). Server CPU per \
+         operation: the servers' CPU time per successful operation; lower is more efficient. The \
+         load generator shares the machine: its cores are CPU the servers could not have.\n",
+        report.machine.cores
+    )?;
+    writeln!(
+        md,
+        "| Workload | Machine busy cairn / etcd | Server cores cairn / etcd | Server CPU per op \
+         cairn / etcd | Load generator cores cairn / etcd |"
+    )?;
+    writeln!(md, "|---|--:|--:|--:|--:|")?;
+    for workload in workloads {
+        let [cairn, etcd] = measured(workload);
+        let pair = |f: &dyn Fn(&CpuUse) -> String| {
+            let cell = |cpu: Option<CpuUse>| cpu.map_or("—".to_string(), |c| f(&c));
+            format!("{} / {}", cell(cairn), cell(etcd))
+        };
+        writeln!(
+            md,
+            "| {workload} | {} | {} | {} | {} |",
+            pair(&|c| format!("{:.0} %", c.machine_busy_percent)),
+            pair(&|c| format!("{:.2}", c.server_cores)),
+            pair(&|c| fmt_latency(c.server_cpu_us_per_op)),
+            pair(&|c| format!("{:.2}", c.generator_cores)),
+        )?;
+    }
+    writeln!(md)?;
     Ok(())
 }
 
@@ -742,7 +824,7 @@ fn open_section(md: &mut String, combined: &[Combined], plots: &plot::Plots) -> 
                 fmt_latency(c.latency.p99_us),
                 fmt_latency(c.latency.p999_us),
                 fmt_count(c.dropped),
-                fmt_count(c.errors),
+                fmt_errors(c),
             )?;
         }
         writeln!(md)?;
@@ -785,11 +867,26 @@ fn scaling_section(
          cores and shares its disk, so aggregate throughput can only grow until they are busy.\n",
         s.clients_per_shard, s.replicas, report.machine.cores
     )?;
+    let busy = |c: Option<&Combined>| {
+        c.and_then(|c| c.cpu).map_or("—".into(), |cpu| {
+            format!("{:.0} %", cpu.machine_busy_percent)
+        })
+    };
+    let with_cpu = cairn.iter().chain(&etcd).any(|(_, c)| c.cpu.is_some());
     writeln!(
         md,
-        "| Shards | Clients | cairn ops/s | etcd ops/s | cairn/etcd | cairn p99 | etcd p99 |"
+        "| Shards | Clients | cairn ops/s | etcd ops/s | cairn/etcd | cairn p99 | etcd p99 |{}",
+        if with_cpu {
+            " Machine busy cairn / etcd |"
+        } else {
+            ""
+        }
     )?;
-    writeln!(md, "|--:|--:|--:|--:|--:|--:|--:|")?;
+    writeln!(
+        md,
+        "|--:|--:|--:|--:|--:|--:|--:|{}",
+        if with_cpu { "--:|" } else { "" }
+    )?;
     for n in shards {
         let (c, e) = (at(&cairn, n), at(&etcd, n));
         let clients = c.or(e).map_or("—".into(), |run| match run.mode {
@@ -798,7 +895,7 @@ fn scaling_section(
         });
         writeln!(
             md,
-            "| {n} | {clients} | {} | {} | {} | {} | {} |",
+            "| {n} | {clients} | {} | {} | {} | {} | {} |{}",
             c.map_or("—".into(), fmt_throughput_spread),
             e.map_or("—".into(), fmt_throughput_spread),
             c.zip(e).map_or("—".into(), |(c, e)| fmt_ratio(
@@ -806,6 +903,11 @@ fn scaling_section(
             )),
             c.map_or("—".into(), |c| fmt_latency(c.latency.p99_us)),
             e.map_or("—".into(), |e| fmt_latency(e.latency.p99_us)),
+            if with_cpu {
+                format!(" {} / {} |", busy(c), busy(e))
+            } else {
+                String::new()
+            },
         )?;
     }
     writeln!(md)?;
@@ -824,9 +926,15 @@ fn scaling_section(
             .collect();
         writeln!(
             md,
-            "cairn, step by step: {}. Verdict: {}.\n",
+            "cairn, step by step: {}. Verdict: {}.{}\n",
             steps.join(", "),
-            scaling_verdict(&points)
+            scaling_verdict(&points),
+            if with_cpu {
+                " Where the machine is close to 100 % busy, its cores are saturated: more shards \
+                 cannot add throughput there, only spread the same CPU thinner."
+            } else {
+                ""
+            },
         )?;
     }
     if let Some(file) = plots.scaling {
@@ -936,7 +1044,7 @@ fn code_span(text: &str) -> String {
 }
 
 /// Latency: whole microseconds below 1 ms, else milliseconds with 2 decimals.
-pub(crate) fn fmt_latency(us: f64) -> String {
+fn fmt_latency(us: f64) -> String {
     if !us.is_finite() {
         "—".into()
     } else if us.round() < 1_000.0 {
@@ -947,7 +1055,7 @@ pub(crate) fn fmt_latency(us: f64) -> String {
 }
 
 /// Operations per second as a whole number with thousands separators: `12 345`.
-pub(crate) fn fmt_ops(ops_per_s: f64) -> String {
+fn fmt_ops(ops_per_s: f64) -> String {
     if ops_per_s.is_finite() && ops_per_s >= 0.0 {
         fmt_count(ops_per_s.round() as u64)
     } else {
@@ -956,7 +1064,7 @@ pub(crate) fn fmt_ops(ops_per_s: f64) -> String {
 }
 
 /// A count with thousands separators: `1 234 567`.
-pub(crate) fn fmt_count(n: impl TryInto<u64>) -> String {
+fn fmt_count(n: impl TryInto<u64>) -> String {
     let digits = n
         .try_into()
         .map_or_else(|_| "?".into(), |n: u64| n.to_string());
@@ -968,6 +1076,16 @@ pub(crate) fn fmt_count(n: impl TryInto<u64>) -> String {
         out.push(digit);
     }
     out
+}
+
+/// Errors summed over rounds, with their share of all operations when there are any:
+/// `12 (0.004 %)`.
+fn fmt_errors(c: &Combined) -> String {
+    if c.errors == 0 {
+        return "0".into();
+    }
+    let share = c.errors as f64 / (c.ops + c.errors) as f64 * 100.0;
+    format!("{} ({share:.3} %)", fmt_count(c.errors))
 }
 
 /// A ratio: `3.07×`.
@@ -1045,6 +1163,19 @@ mod tests {
             } else {
                 vec![]
             },
+            cpu: Some(cpu(system, throughput)),
+        }
+    }
+
+    /// Made-up CPU use: cairn spends 40 µs of CPU per operation, etcd 150 µs, on 2 cores.
+    fn cpu(system: System, throughput: f64) -> CpuUse {
+        let server_cpu_us_per_op = if system == System::Cairn { 40.0 } else { 150.0 };
+        let server_cores = (server_cpu_us_per_op * throughput / 1e6).min(1.7);
+        CpuUse {
+            machine_busy_percent: (server_cores + 0.3) / 2.0 * 100.0,
+            server_cores,
+            generator_cores: 0.3,
+            server_cpu_us_per_op,
         }
     }
 

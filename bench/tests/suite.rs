@@ -105,7 +105,11 @@ fn quick_suite_measures_both_systems_and_writes_the_report() {
     assert!(plots.len() >= 3, "{plots:?}");
     for plot in plots {
         let svg = std::fs::read_to_string(&plot).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{}", plot.display());
+        assert!(
+            svg.starts_with("<svg") && svg.contains("</svg>"),
+            "{}",
+            plot.display()
+        );
     }
     // The data directories the systems used are gone.
     let left: Vec<_> = std::fs::read_dir(dir.path())
