@@ -113,6 +113,7 @@ pub(crate) enum Workload {
     /// replicas; etcd serializable, spread over the members).
     ReadLocal,
     /// 90 % consistent reads, 10 % writes.
+    #[serde(rename = "mixed-90-10")]
     Mixed,
     /// A manifest read through the router with `any`: a cached route and a cached manifest
     /// (etcd: a serializable read through `etcd grpc-proxy`, which caches them).

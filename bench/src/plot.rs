@@ -310,8 +310,23 @@ fn scaling(path: &Path, report: &Report, combined: &[Combined]) -> anyhow::Resul
         let xy: Vec<(f64, f64)> = points.iter().map(|(n, c)| (x(*n), c.throughput)).collect();
         chart.draw_series(LineSeries::new(xy.iter().copied(), color.stroke_width(3)))?;
         chart.draw_series(xy.iter().map(|&p| Circle::new(p, 6, color.filled())))?;
-        chart.draw_series(xy.iter().map(|&(x, y)| {
-            EmptyElement::at((x, y)) + Text::new(fmt_si(y), (0, -12), value_style())
+        // The label goes above the point, or below it where another line is higher at the same
+        // shard count, so that two close values never print over each other.
+        let highest = |n: usize, y: f64| {
+            lines
+                .iter()
+                .flat_map(|(_, points)| points.iter())
+                .all(|(m, c)| *m != n || c.throughput <= y)
+        };
+        chart.draw_series(points.iter().map(|&(n, c)| {
+            let (offset, v_pos) = if highest(n, c.throughput) {
+                (-12, VPos::Bottom)
+            } else {
+                (12, VPos::Top)
+            };
+            let style = value_style().pos(Pos::new(HPos::Center, v_pos));
+            EmptyElement::at((x(n), c.throughput))
+                + Text::new(fmt_si(c.throughput), (0, offset), style)
         }))?;
     }
     let entries: Vec<(String, Mark)> = [
@@ -351,7 +366,7 @@ fn open_loop(path: &Path, combined: &[Combined]) -> anyhow::Result<bool> {
     let Some((low, high)) = log_bounds(values) else {
         return Ok(false);
     };
-    let rate_max = runs.iter().map(|c| rate(c)).fold(0.0, f64::max) * 1.1;
+    let rate_max = runs.iter().map(|c| rate(c)).fold(0.0, f64::max) * 1.15;
 
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     let (area, legend_area) = frame(&root, "Open-loop writes: latency against the offered rate")?;

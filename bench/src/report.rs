@@ -396,8 +396,16 @@ fn targets(report: &Report, combined: &[Combined]) -> Vec<Target> {
         }
     }
 
-    // (d): the router's cached read, cairn alone.
-    let router = closed(combined, System::Cairn, Workload::RouterCached, clients);
+    // (d): the router's cached read, cairn alone: a latency target, so measured with one client
+    // (no queueing behind other clients); the run at the suite's client count if there is none.
+    let (router, router_clients) = match closed(combined, System::Cairn, Workload::RouterCached, 1)
+    {
+        Some(run) => (Some(run), 1),
+        None => (
+            closed(combined, System::Cairn, Workload::RouterCached, clients),
+            clients,
+        ),
+    };
     for (label, goal_us, of) in [
         (
             "p50",
@@ -408,7 +416,10 @@ fn targets(report: &Report, combined: &[Combined]) -> Vec<Target> {
             l.p99_us
         }),
     ] {
-        let name = format!("Router cached read {label} (cairn), {clients} clients");
+        let name = format!(
+            "Router cached read {label} (cairn), {router_clients} client{}",
+            if router_clients == 1 { "" } else { "s" }
+        );
         let goal = format!("< {}", fmt_latency(goal_us));
         targets.push(match router {
             Some(run) => {
@@ -522,6 +533,7 @@ fn markdown(report: &Report, combined: &[Combined], plots: &plot::Plots) -> anyh
     limits(&mut md, report)?;
     targets_section(&mut md, report, combined)?;
     closed_section(&mut md, report, combined, plots)?;
+    one_client_section(&mut md, combined)?;
     open_section(&mut md, combined, plots)?;
     scaling_section(&mut md, report, combined, plots)?;
     idle_section(&mut md, report)?;
@@ -537,8 +549,8 @@ fn header(md: &mut String, report: &Report) -> anyhow::Result<()> {
     writeln!(
         md,
         "{date}: started {}, finished {}; the suite took {}.\n",
-        report.started,
-        report.finished,
+        fmt_time(&report.started),
+        fmt_time(&report.finished),
         fmt_duration(report.duration_s)
     )?;
     writeln!(md, "## Machine, versions and settings\n")?;
@@ -581,12 +593,13 @@ fn header(md: &mut String, report: &Report) -> anyhow::Result<()> {
     writeln!(
         md,
         "Both systems ran in the same suite, on this machine, with the same load generator \
-         settings. The runs alternate between the systems round by round ({} rounds), so a slow \
+         settings. The runs alternate between the systems round by round ({} round{}), so a slow \
          drift of the machine (page cache, thermal throttling, a noisy neighbour) falls on both \
          alike. Unless a table says otherwise, a number is the median over the rounds: the \
          throughput's median, and for latency the median of each round's percentile. Every run, \
          round by round, is in `results.csv`; everything measured is in `results.json`.\n",
-        s.rounds
+        s.rounds,
+        if s.rounds == 1 { "" } else { "s" },
     )?;
     Ok(())
 }
@@ -648,6 +661,49 @@ fn targets_section(md: &mut String, report: &Report, combined: &[Combined]) -> a
         SCALING_PLATEAU_GAIN * 100.0,
         SCALING_FLAT_GAIN * 100.0
     )?;
+    Ok(())
+}
+
+/// Latency without queueing: the runs with one closed-loop client.
+fn one_client_section(md: &mut String, combined: &[Combined]) -> anyhow::Result<()> {
+    let workloads = closed_workloads(combined, 1);
+    if workloads.is_empty() {
+        return Ok(());
+    }
+    writeln!(md, "## One client: latency without queueing\n")?;
+    writeln!(
+        md,
+        "One client, one operation at a time: what a single request costs when it waits behind \
+         no other (with many clients, latency is mostly queueing for the cores). The router \
+         target is read here.\n"
+    )?;
+    writeln!(
+        md,
+        "| Workload | cairn p50 | cairn p99 | cairn p99.9 | etcd p50 | etcd p99 | etcd p99.9 | \
+         p50 cairn/etcd |"
+    )?;
+    writeln!(md, "|---|--:|--:|--:|--:|--:|--:|--:|")?;
+    for workload in workloads {
+        let cairn = closed(combined, System::Cairn, workload, 1);
+        let etcd = closed(combined, System::Etcd, workload, 1);
+        let lat = |c: Option<&Combined>, f: fn(&LatencySummary) -> f64| {
+            c.map_or("—".to_string(), |c| fmt_latency(f(&c.latency)))
+        };
+        writeln!(
+            md,
+            "| {workload} | {} | {} | {} | {} | {} | {} | {} |",
+            lat(cairn, |l| l.p50_us),
+            lat(cairn, |l| l.p99_us),
+            lat(cairn, |l| l.p999_us),
+            lat(etcd, |l| l.p50_us),
+            lat(etcd, |l| l.p99_us),
+            lat(etcd, |l| l.p999_us),
+            cairn.zip(etcd).map_or("—".into(), |(c, e)| fmt_ratio(
+                c.latency.p50_us / e.latency.p50_us
+            )),
+        )?;
+    }
+    writeln!(md)?;
     Ok(())
 }
 
@@ -1106,6 +1162,16 @@ fn fmt_throughput_spread(c: &Combined) -> String {
     format!("{} ±{half_spread:.1} %", fmt_ops(c.throughput))
 }
 
+/// An RFC 3339 time to the second: `2026-11-29 18:00:00 UTC`. Anything else is shown as is.
+fn fmt_time(rfc3339: &str) -> String {
+    match rfc3339.get(..19) {
+        Some(seconds) if rfc3339.ends_with('Z') && seconds.as_bytes()[10] == b'T' => {
+            format!("{} UTC", seconds.replacen('T', " ", 1))
+        }
+        _ => rfc3339.to_string(),
+    }
+}
+
 /// `1 h 02 min`, `12 min 05 s`, `45 s`.
 fn fmt_duration(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
@@ -1333,6 +1399,11 @@ mod tests {
         assert_eq!(fmt_latency(87.4), "87 µs");
         assert_eq!(fmt_latency(1_234.0), "1.23 ms");
         assert_eq!(fmt_duration(3_130.0), "52 min 10 s");
+        assert_eq!(
+            fmt_time("2026-11-29T20:18:36.521274227Z"),
+            "2026-11-29 20:18:36 UTC"
+        );
+        assert_eq!(fmt_time("yesterday"), "yesterday");
     }
 
     #[test]
