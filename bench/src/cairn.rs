@@ -115,6 +115,31 @@ struct Layout {
 }
 
 impl Layout {
+    /// Makes `dir` with a fresh CA and the certificates of the three hosts, of `extra_nodes`
+    /// (`node-<id>`), of `others` (node certificates by name) and of the benchmark's client.
+    fn create(
+        dir: &Path,
+        base_port: u16,
+        extra_nodes: &[u64],
+        others: &[&str],
+    ) -> anyhow::Result<Self> {
+        let layout = Self {
+            dir: dir.to_path_buf(),
+            certs: dir.join("certs"),
+            base_port,
+        };
+        std::fs::create_dir_all(&layout.certs)
+            .with_context(|| format!("creating {}", layout.certs.display()))?;
+        let names: Vec<String> = HOST_IDS
+            .iter()
+            .chain(extra_nodes)
+            .map(|id| format!("node-{id}"))
+            .chain(others.iter().map(|name| name.to_string()))
+            .collect();
+        make_certs(&layout, &names)?;
+        Ok(layout)
+    }
+
     fn addr(&self, offset: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.base_port + offset))
     }
@@ -210,16 +235,7 @@ impl CairnCluster {
         base_port: u16,
         shards: usize,
     ) -> anyhow::Result<Self> {
-        let layout = Layout {
-            dir: dir.to_path_buf(),
-            certs: dir.join("certs"),
-            base_port,
-        };
-        std::fs::create_dir_all(&layout.certs)?;
-        let mut names: Vec<String> = HOST_IDS.iter().map(|id| format!("node-{id}")).collect();
-        names.push(format!("node-{MANAGER_ID}"));
-        names.push(ROUTER.into());
-        make_certs(&layout, &names)?;
+        let layout = Layout::create(dir, base_port, &[MANAGER_ID], &[ROUTER])?;
 
         let mut procs = Vec::new();
         let manager = layout.node(
@@ -590,14 +606,7 @@ impl IdleCluster {
         base_port: u16,
         shards: u64,
     ) -> anyhow::Result<Self> {
-        let layout = Layout {
-            dir: dir.to_path_buf(),
-            certs: dir.join("certs"),
-            base_port,
-        };
-        std::fs::create_dir_all(&layout.certs)?;
-        let names: Vec<String> = HOST_IDS.iter().map(|id| format!("node-{id}")).collect();
-        make_certs(&layout, &names)?;
+        let layout = Layout::create(dir, base_port, &[], &[])?;
         let peers: Vec<PeerConfig> = HOST_IDS
             .iter()
             .map(|id| layout.peer(*id, layout.host(*id)))
