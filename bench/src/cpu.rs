@@ -47,6 +47,19 @@ pub(crate) fn sample(pids: &[u32]) -> Sample {
     }
 }
 
+/// Cores' worth of CPU each server process, and the load generator, used between two samples.
+pub(crate) fn per_process(before: &Sample, after: &Sample) -> (Vec<f64>, f64) {
+    let elapsed = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
+    let servers = after
+        .servers
+        .iter()
+        .zip(&before.servers)
+        .map(|(a, b)| (a - b).max(0.0) / elapsed)
+        .collect();
+    let generator = (after.generator - before.generator).max(0.0) / elapsed;
+    (servers, generator)
+}
+
 /// What was used between two samples, for the `ops` operations done between them.
 pub(crate) fn used(before: &Sample, after: &Sample, ops: u64) -> CpuUse {
     let elapsed = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
@@ -54,17 +67,13 @@ pub(crate) fn used(before: &Sample, after: &Sample, ops: u64) -> CpuUse {
         (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64,
         _ => f64::NAN,
     };
-    let server_cpu_s: f64 = after
-        .servers
-        .iter()
-        .zip(&before.servers)
-        .map(|(a, b)| (a - b).max(0.0))
-        .sum();
-    let generator_cpu_s = (after.generator - before.generator).max(0.0);
+    let (servers, generator_cores) = per_process(before, after);
+    let server_cores: f64 = servers.iter().sum();
+    let server_cpu_s = server_cores * elapsed;
     CpuUse {
         machine_busy_percent,
-        server_cores: server_cpu_s / elapsed,
-        generator_cores: generator_cpu_s / elapsed,
+        server_cores,
+        generator_cores,
         server_cpu_us_per_op: if ops > 0 {
             1e6 * server_cpu_s / ops as f64
         } else {

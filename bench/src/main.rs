@@ -736,7 +736,7 @@ async fn run_single(args: &RunArgs) -> anyhow::Result<()> {
                         WriteKeys::starting_at(1_000_000),
                     ),
                 )
-                .await?;
+                .await;
                 target.close().await;
                 anyhow::Ok(result)
             }
@@ -757,11 +757,12 @@ async fn run_single(args: &RunArgs) -> anyhow::Result<()> {
                     system: System::Etcd,
                     ..spec
                 };
-                with_cpu(
+                let result = with_cpu(
                     &pids,
                     load::run(target, spec, window, WriteKeys::starting_at(1_000_000)),
                 )
-                .await
+                .await;
+                anyhow::Ok(result)
             }
             .await;
             cluster.stop().await;
@@ -771,32 +772,19 @@ async fn run_single(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `run` and prints the CPU seconds each process of `pids` (and this one) used meanwhile.
-async fn with_cpu(
-    pids: &[(String, u32)],
-    run: impl Future<Output = RunResult>,
-) -> anyhow::Result<RunResult> {
-    let me = std::process::id();
-    let sample = |pids: &[(String, u32)]| -> Vec<f64> {
-        pids.iter()
-            .map(|(_, pid)| machine::process_cpu(*pid).map_or(0.0, |(cpu, _)| cpu))
-            .chain([machine::process_cpu(me).map_or(0.0, |(cpu, _)| cpu)])
-            .collect()
-    };
-    let before = sample(pids);
-    let began = Instant::now();
+/// Runs `run` and prints the share of one core each process of `pids` (and this one) used
+/// meanwhile.
+async fn with_cpu(pids: &[(String, u32)], run: impl Future<Output = RunResult>) -> RunResult {
+    let ids: Vec<u32> = pids.iter().map(|(_, pid)| *pid).collect();
+    let before = cpu::sample(&ids);
     let result = run.await;
-    let after = sample(pids);
-    let elapsed = began.elapsed().as_secs_f64();
-    let names = pids
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .chain(["load generator"]);
-    for ((name, b), a) in names.zip(before).zip(after) {
-        println!(
-            "  cpu {name:<16} {:>6.1} % of one core",
-            100.0 * (a - b) / elapsed
-        );
+    let (servers, generator) = cpu::per_process(&before, &cpu::sample(&ids));
+    let names = pids.iter().map(|(name, _)| name.as_str());
+    for (name, cores) in names
+        .chain(["load generator"])
+        .zip(servers.into_iter().chain([generator]))
+    {
+        println!("  cpu {name:<16} {:>6.1} % of one core", 100.0 * cores);
     }
-    Ok(result)
+    result
 }
