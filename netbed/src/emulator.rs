@@ -32,6 +32,8 @@ use crate::wan_config::{LinkTable, Verdict, WanConfig, WanCounters, WanStatus, w
 const PACKET_MAX_BYTES: usize = 65_536;
 /// Packets in flight from the reader to the scheduler.
 const HANDOFF_MAX_PACKETS: usize = 8_192;
+/// The emulator's scheduling priority (nice value).
+const WAN_NICE: i32 = -10;
 /// How often the status file is refreshed while counters move, and the owner is checked.
 const STATUS_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -41,6 +43,10 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     let config = WanConfig::load(config_path)?;
     let table = LinkTable::compile(&config)
         .map_err(|e| Error::InvalidSpec(format!("{}: {e}", config_path.display())))?;
+    // The emulator is the network: it should not queue behind a compiler on a two-core machine.
+    // Best effort (root may raise priority); set before any thread starts, since Linux keeps a
+    // nice value per thread and new threads inherit their creator's.
+    let _ = rustix::process::setpriority_process(None, WAN_NICE);
     // Signals first: the library sends SIGHUP only after our first status, written below.
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| Error::io("installing signal handlers", e))?;
