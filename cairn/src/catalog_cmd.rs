@@ -1,12 +1,16 @@
-//! `cairn shards` and `cairn hosts`: the manager's catalog of shards and hosts, as tables; and
-//! the table and time formatting the catalog commands share.
+//! `cairn shards`, `cairn hosts` and `cairn policy`: the manager's catalog of shards and hosts,
+//! as tables, the shards' replication policies and the cluster's defaults; and the table and
+//! time formatting the catalog commands share.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use cairn_client::{Client, Error};
-use cairn_wire::api::{Request, Response};
-use cairn_wire::catalog::{HostInfo, ManagerRequest, ManagerResponse, ShardInfo};
+use cairn_wire::api::{ApiError, Request, Response, ShardId};
+use cairn_wire::catalog::{
+    CommitPolicy, HostInfo, LeaderPreference, ManagerRequest, ManagerResponse, PlacementPolicy,
+    Policies, ShardInfo,
+};
 use clap::{Args, Subcommand};
 
 use crate::cluster_file::ClusterFile;
@@ -23,9 +27,104 @@ pub(crate) struct ShardsArgs {
 
 #[derive(Subcommand)]
 enum ShardsOp {
-    /// Print every shard: id, state, how many namespaces it serves, and its replicas
-    /// (node@address).
+    /// Print every shard: id, state, how many namespaces it serves, its commit rule and leader
+    /// policy (with a `*` while its replicas do not run them yet), and its replicas
+    /// (node@address/site).
     List,
+    /// Change a shard's commit rule and/or leader policy; returns once its replicas run them.
+    SetPolicy {
+        /// The shard id.
+        shard: u64,
+        /// `majority`, or `majority+all-sites` (a write is acknowledged only once it is durable
+        /// on a majority and on a replica in every required site).
+        #[arg(long, value_name = "RULE")]
+        commit: Option<CommitPolicy>,
+        /// `any`, `preferred(SITE)` (leadership moves to a caught-up replica in SITE and stays)
+        /// or `forced(NODE_ID)` (only that node ever leads; writes fail fast while it is down).
+        #[arg(long, value_name = "POLICY")]
+        leader: Option<LeaderPreference>,
+    },
+}
+
+/// Arguments of `cairn policy`.
+#[derive(Args)]
+#[command(
+    after_help = "Talks to the managers of the cluster file (its leader answers). The \
+policies are the defaults for shards created from now on; existing shards keep theirs (change a \
+shard's with `cairn shards set-policy`)."
+)]
+pub(crate) struct PolicyArgs {
+    #[command(flatten)]
+    manager: ManagerArgs,
+    #[command(subcommand)]
+    op: PolicyOp,
+}
+
+#[derive(Subcommand)]
+enum PolicyOp {
+    /// Print the cluster's policies.
+    Show,
+    /// Change some of the cluster's policies (the others stay) and print the result.
+    Set(PolicyChange),
+}
+
+/// The policies `cairn policy set` changes.
+#[derive(Args, Clone, Debug, Default)]
+struct PolicyChange {
+    /// How many namespaces a shard takes before a new shard is added.
+    #[arg(long, value_name = "N")]
+    namespaces_per_shard: Option<u32>,
+    #[command(flatten)]
+    placement: PlacementArgs,
+    /// The commit rule of new shards: `majority` or `majority+all-sites`.
+    #[arg(long, value_name = "RULE")]
+    commit: Option<CommitPolicy>,
+}
+
+/// Placement options (`cairn policy set`, `cairn ns create`).
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct PlacementArgs {
+    /// How many replicas a shard gets (1 to 9).
+    #[arg(long, value_name = "N")]
+    pub(crate) replicas: Option<u32>,
+    /// The fewest replicas in each required site.
+    #[arg(long, value_name = "N")]
+    pub(crate) min_per_site: Option<u32>,
+    /// The sites that must hold replicas, comma-separated (an empty value: none).
+    #[arg(long, value_name = "SITES", value_delimiter = ',')]
+    pub(crate) required_sites: Option<Vec<String>>,
+}
+
+impl PlacementArgs {
+    /// Whether any option was given.
+    pub(crate) fn given(&self) -> bool {
+        self.replicas.is_some() || self.min_per_site.is_some() || self.required_sites.is_some()
+    }
+
+    /// `base` with the given options applied, checked.
+    pub(crate) fn apply(&self, base: &PlacementPolicy) -> Result<PlacementPolicy, ApiError> {
+        let mut placement = base.clone();
+        if let Some(replicas) = self.replicas {
+            placement.replicas = replicas;
+        }
+        if let Some(min) = self.min_per_site {
+            placement.min_per_site = min;
+        }
+        if let Some(sites) = &self.required_sites {
+            let mut sites: Vec<String> = sites.iter().filter(|s| !s.is_empty()).cloned().collect();
+            sites.sort();
+            if sites.windows(2).any(|w| w[0] == w[1]) {
+                return Err(ApiError::InvalidArgument(
+                    "--required-sites names a site twice".into(),
+                ));
+            }
+            placement.required_sites = sites;
+        }
+        placement
+            .validate()
+            .map_err(|e| ApiError::InvalidArgument(format!("placement: {e}")))?;
+        Ok(placement)
+    }
 }
 
 /// Arguments of `cairn hosts`.
@@ -90,6 +189,7 @@ pub(crate) fn unexpected(wanted: &str, got: &ManagerResponse) -> anyhow::Error {
         ManagerResponse::Namespaces(_) => "namespaces",
         ManagerResponse::Shards(_) => "shards",
         ManagerResponse::Hosts(_) => "hosts",
+        ManagerResponse::Policies(_) => "policies",
         ManagerResponse::Routing(_) => "a routing table",
         ManagerResponse::Change(_) => "a routing change",
     };
@@ -99,19 +199,129 @@ pub(crate) fn unexpected(wanted: &str, got: &ManagerResponse) -> anyhow::Error {
     .into()
 }
 
+/// How long `shards set-policy` may take by default: the manager answers once the shard's
+/// replicas run the policy.
+const SET_POLICY_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
 /// Runs `cairn shards`.
 pub(crate) async fn run_shards(args: ShardsArgs) -> anyhow::Result<()> {
-    let ShardsOp::List = args.op;
+    match args.op {
+        ShardsOp::List => {
+            let client = args
+                .manager
+                .client(cairn_client::REQUEST_TIMEOUT_MS_DEFAULT)?;
+            let result = ask_manager(&client, ManagerRequest::ListShards).await;
+            client.close().await;
+            match result.context("cannot list the shards")? {
+                ManagerResponse::Shards(shards) => print!("{}", shards_table(shards)),
+                other => return Err(unexpected("shards", &other)),
+            }
+        }
+        ShardsOp::SetPolicy {
+            shard,
+            commit,
+            leader,
+        } => {
+            if commit.is_none() && leader.is_none() {
+                return Err(ApiError::InvalidArgument(
+                    "nothing to change: give --commit and/or --leader".into(),
+                )
+                .into());
+            }
+            let client = args.manager.client(SET_POLICY_TIMEOUT_MS_DEFAULT)?;
+            let request = ManagerRequest::SetShardPolicy {
+                shard: ShardId(shard),
+                commit,
+                leader: leader.clone(),
+            };
+            let result = ask_manager(&client, request).await;
+            client.close().await;
+            match result.with_context(|| format!("cannot set the policy of shard {shard}"))? {
+                ManagerResponse::Done => {
+                    let mut changed = Vec::new();
+                    if let Some(commit) = commit {
+                        changed.push(format!("commit {commit}"));
+                    }
+                    if let Some(leader) = leader {
+                        changed.push(format!("leader {leader}"));
+                    }
+                    println!("ok: shard {shard} runs {}", changed.join(", "));
+                }
+                other => return Err(unexpected("done", &other)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `cairn policy`.
+pub(crate) async fn run_policy(args: PolicyArgs) -> anyhow::Result<()> {
     let client = args
         .manager
         .client(cairn_client::REQUEST_TIMEOUT_MS_DEFAULT)?;
-    let result = ask_manager(&client, ManagerRequest::ListShards).await;
+    let result = policy(&client, &args.op).await;
     client.close().await;
-    match result.context("cannot list the shards")? {
-        ManagerResponse::Shards(shards) => print!("{}", shards_table(shards)),
-        other => return Err(unexpected("shards", &other)),
-    }
+    print!("{}", show_policies(&result?));
     Ok(())
+}
+
+async fn policy(client: &Client, op: &PolicyOp) -> anyhow::Result<Policies> {
+    let current = match ask_manager(client, ManagerRequest::Policies)
+        .await
+        .context("cannot read the policies")?
+    {
+        ManagerResponse::Policies(policies) => policies,
+        other => return Err(unexpected("policies", &other)),
+    };
+    let PolicyOp::Set(change) = op else {
+        return Ok(current);
+    };
+    let wanted = change_policies(&current, change)?;
+    match ask_manager(client, ManagerRequest::SetPolicies(wanted.clone()))
+        .await
+        .context("cannot set the policies")?
+    {
+        ManagerResponse::Done => Ok(wanted),
+        other => Err(unexpected("done", &other)),
+    }
+}
+
+/// `current` with `change` applied, checked.
+fn change_policies(current: &Policies, change: &PolicyChange) -> Result<Policies, ApiError> {
+    let mut policies = current.clone();
+    if let Some(n) = change.namespaces_per_shard {
+        if n == 0 {
+            return Err(ApiError::InvalidArgument(
+                "--namespaces-per-shard must be > 0".into(),
+            ));
+        }
+        policies.namespaces_per_shard = n;
+    }
+    policies.placement = change.placement.apply(&current.placement)?;
+    if let Some(commit) = change.commit {
+        policies.commit = commit;
+    }
+    Ok(policies)
+}
+
+/// The policies, one per line.
+fn show_policies(policies: &Policies) -> String {
+    let sites = if policies.placement.required_sites.is_empty() {
+        "-".to_owned()
+    } else {
+        policies.placement.required_sites.join(",")
+    };
+    format!(
+        "namespaces per shard:  {}\n\
+         replicas per shard:    {}\n\
+         required sites:        {sites}\n\
+         min per required site: {}\n\
+         commit:                {}\n",
+        policies.namespaces_per_shard,
+        policies.placement.replicas,
+        policies.placement.min_per_site,
+        policies.commit
+    )
 }
 
 /// Runs `cairn hosts`.
@@ -138,17 +348,23 @@ fn shards_table(mut shards: Vec<ShardInfo>) -> String {
             let replicas: Vec<String> = s
                 .replicas
                 .iter()
-                .map(|r| format!("{}@{}", r.node.0, r.addr))
+                .map(|r| format!("{}@{}/{}", r.node.0, r.addr, r.site))
                 .collect();
+            let pending = if s.policy_applied { "" } else { "*" };
             vec![
                 s.id.to_string(),
                 s.state.to_string(),
                 s.namespaces.to_string(),
+                format!("{}{pending}", s.policy.commit),
+                format!("{}{pending}", s.policy.leader),
                 replicas.join(","),
             ]
         })
         .collect();
-    table(&["ID", "STATE", "NAMESPACES", "REPLICAS"], rows)
+    table(
+        &["ID", "STATE", "NAMESPACES", "COMMIT", "LEADER", "REPLICAS"],
+        rows,
+    )
 }
 
 /// The hosts, by id.
@@ -241,8 +457,8 @@ pub(crate) fn rfc3339_utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use cairn_wire::api::{ReplicaAddr, ShardId};
-    use cairn_wire::catalog::{HostState, ShardState};
+    use cairn_wire::api::ReplicaAddr;
+    use cairn_wire::catalog::{HostState, ShardPolicy, ShardState};
     use raft_core::NodeId;
 
     use super::*;
@@ -273,26 +489,79 @@ mod tests {
                 ReplicaAddr {
                     node: NodeId(1),
                     addr: "10.0.0.1:7101".into(),
+                    site: "dc1".into(),
                 },
                 ReplicaAddr {
                     node: NodeId(2),
                     addr: "10.0.0.2:7101".into(),
+                    site: "dc2".into(),
                 },
             ],
             state,
             namespaces: 4,
+            placement: PlacementPolicy::default(),
+            policy: ShardPolicy {
+                commit: CommitPolicy::MajorityAllSites,
+                leader: LeaderPreference::Preferred("dc2".into()),
+            },
+            home_site: Some("dc2".into()),
+            policy_applied: id == 2,
         };
         let text = shards_table(vec![
             shard(7, ShardState::Creating),
             shard(2, ShardState::Active),
         ]);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "ID  STATE     NAMESPACES  REPLICAS");
+        assert_eq!(
+            lines[0],
+            "ID  STATE     NAMESPACES  COMMIT               LEADER           REPLICAS"
+        );
         assert_eq!(
             lines[1],
-            "2   active    4           1@10.0.0.1:7101,2@10.0.0.2:7101"
+            "2   active    4           majority+all-sites   preferred(dc2)   \
+             1@10.0.0.1:7101/dc1,2@10.0.0.2:7101/dc2"
         );
-        assert!(lines[2].starts_with("7   creating"), "{text}");
+        // A policy the replicas do not run yet is starred.
+        assert!(
+            lines[2].starts_with("7   creating  4           majority+all-sites*  preferred(dc2)*"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn policy_changes_keep_what_is_not_given_and_are_checked() {
+        let current = Policies::default();
+        let change = PolicyChange {
+            commit: Some(CommitPolicy::MajorityAllSites),
+            placement: PlacementArgs {
+                required_sites: Some(vec!["b".into(), "a".into()]),
+                ..PlacementArgs::default()
+            },
+            ..PolicyChange::default()
+        };
+        let changed = change_policies(&current, &change).unwrap();
+        assert_eq!(changed.placement.required_sites, ["a", "b"]);
+        assert_eq!(changed.placement.replicas, 3);
+        assert_eq!(changed.commit, CommitPolicy::MajorityAllSites);
+        assert_eq!(changed.namespaces_per_shard, 50);
+        let text = show_policies(&changed);
+        assert!(text.contains("required sites:        a,b"), "{text}");
+        let too_many = PolicyChange {
+            placement: PlacementArgs {
+                min_per_site: Some(2),
+                ..change.placement.clone()
+            },
+            ..PolicyChange::default()
+        };
+        let e = change_policies(&current, &too_many)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("need 4 replicas"), "{e}");
+        let zero = PolicyChange {
+            namespaces_per_shard: Some(0),
+            ..PolicyChange::default()
+        };
+        assert!(change_policies(&current, &zero).is_err());
     }
 
     #[test]

@@ -530,6 +530,7 @@ async fn create_namespace(managers: &Client, name: &str) -> anyhow::Result<(Name
     let create = ManagerRequest::CreateNamespace {
         name: name.clone(),
         home_site: None,
+        placement: None,
     };
     let (response, existed) = match ask_manager(managers, create).await {
         Err(Error::Api(ApiError::NamespaceExists(_))) => {

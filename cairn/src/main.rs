@@ -54,10 +54,13 @@ enum Command {
     Ns(ns_cmd::NsArgs),
     /// Put, get, list and delete object manifests of a namespace (through the routers).
     Manifest(manifest_cmd::ManifestArgs),
-    /// List the shards of the catalog (through the managers).
+    /// List the shards of the catalog and change their replication policies (through the
+    /// managers).
     Shards(catalog_cmd::ShardsArgs),
     /// List the shard-node hosts of the catalog (through the managers).
     Hosts(catalog_cmd::HostsArgs),
+    /// Show or change the cluster's placement and commit policies (through the managers).
+    Policy(catalog_cmd::PolicyArgs),
     /// Run a local development platform (3 managers, 4 shard-node hosts on two sites, a router)
     /// and demonstrate it.
     Dev(DevArgs),
@@ -130,6 +133,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Manifest(args) => manifest_cmd::run(args).await,
         Command::Shards(args) => catalog_cmd::run_shards(args).await,
         Command::Hosts(args) => catalog_cmd::run_hosts(args).await,
+        Command::Policy(args) => catalog_cmd::run_policy(args).await,
         Command::Dev(args) => dev_cmd::run(args).await,
     }
 }

@@ -4,10 +4,12 @@
 //! as the manager's (`Namespace::new`, `validate_site`).
 
 use cairn_client::{ApiError, Namespace};
-use cairn_wire::catalog::{ManagerRequest, ManagerResponse, NamespaceInfo, validate_site};
+use cairn_wire::catalog::{
+    ManagerRequest, ManagerResponse, NamespaceInfo, PlacementPolicy, validate_site,
+};
 use clap::{Args, Subcommand};
 
-use crate::catalog_cmd::{ManagerArgs, ask_manager, rfc3339_utc, table, unexpected};
+use crate::catalog_cmd::{ManagerArgs, PlacementArgs, ask_manager, rfc3339_utc, table, unexpected};
 
 /// How long `create` and `delete` may take by default: the manager answers only once the
 /// namespace is active (possibly on a shard it creates for it) or gone.
@@ -33,9 +35,14 @@ enum NsOp {
     Create {
         /// The name: 1 to 128 bytes of A-Z a-z 0-9 _ . -
         name: String,
-        /// The site (datacenter) it should be served from.
+        /// The site (datacenter) it should be served from: its shard has a replica there and
+        /// prefers a leader there.
         #[arg(long, value_name = "SITE")]
         home_site: Option<String>,
+        /// Where its shard's replicas go, when not the cluster's default placement (options
+        /// not given are the default's).
+        #[command(flatten)]
+        placement: PlacementArgs,
     },
     /// Print every namespace as a table, by name.
     List,
@@ -67,13 +74,22 @@ pub(crate) async fn run(args: NsArgs) -> anyhow::Result<()> {
 fn request(op: &NsOp) -> anyhow::Result<(ManagerRequest, u64)> {
     let quick = cairn_client::REQUEST_TIMEOUT_MS_DEFAULT;
     Ok(match op {
-        NsOp::Create { name, home_site } => {
+        NsOp::Create {
+            name,
+            home_site,
+            placement,
+        } => {
             if let Some(site) = home_site {
                 validate_site(site).map_err(ApiError::InvalidArgument)?;
             }
+            let placement = placement
+                .given()
+                .then(|| placement.apply(&PlacementPolicy::default()))
+                .transpose()?;
             let request = ManagerRequest::CreateNamespace {
                 name: Namespace::new(name.as_str())?,
                 home_site: home_site.clone(),
+                placement,
             };
             (request, CHANGE_TIMEOUT_MS_DEFAULT)
         }
@@ -115,6 +131,7 @@ fn show(info: &NamespaceInfo) -> String {
          epoch:      {}\n\
          state:      {}\n\
          home site:  {}\n\
+         placement:  {}\n\
          created at: {}\n",
         info.name,
         info.id,
@@ -122,6 +139,9 @@ fn show(info: &NamespaceInfo) -> String {
         info.epoch,
         info.state,
         info.home_site.as_deref().unwrap_or("-"),
+        info.placement
+            .as_ref()
+            .map_or_else(|| "cluster default".to_owned(), ToString::to_string),
         rfc3339_utc(info.created_at_ms),
     )
 }
@@ -173,6 +193,7 @@ mod tests {
             epoch: Epoch(5),
             state: NamespaceState::Active,
             home_site: home_site.map(String::from),
+            placement: None,
             created_at_ms: 1_700_000_000_000,
         }
     }
@@ -183,6 +204,7 @@ mod tests {
             request(&NsOp::Create {
                 name: name.into(),
                 home_site: site.map(String::from),
+                placement: PlacementArgs::default(),
             })
         };
         let err = create("a b", None).unwrap_err();
@@ -204,10 +226,35 @@ mod tests {
             request,
             ManagerRequest::CreateNamespace {
                 name: Namespace::new("photos").unwrap(),
-                home_site: Some("dc-1".into())
+                home_site: Some("dc-1".into()),
+                placement: None,
             }
         );
         assert_eq!(timeout_ms, CHANGE_TIMEOUT_MS_DEFAULT);
+        let (placed, _) = super::request(&NsOp::Create {
+            name: "placed".into(),
+            home_site: None,
+            placement: PlacementArgs {
+                required_sites: Some(vec!["dc2".into(), "dc1".into()]),
+                ..PlacementArgs::default()
+            },
+        })
+        .unwrap();
+        let ManagerRequest::CreateNamespace { placement, .. } = placed else {
+            panic!("{placed:?}");
+        };
+        let placement = placement.unwrap();
+        assert_eq!(placement.required_sites, ["dc1", "dc2"]);
+        assert_eq!(placement.replicas, 3);
+        let bad = super::request(&NsOp::Create {
+            name: "placed".into(),
+            home_site: None,
+            placement: PlacementArgs {
+                replicas: Some(0),
+                ..PlacementArgs::default()
+            },
+        });
+        assert!(bad.unwrap_err().to_string().contains("replicas must be"));
     }
 
     #[test]
@@ -221,6 +268,7 @@ mod tests {
              epoch:      5\n\
              state:      active\n\
              home site:  -\n\
+             placement:  cluster default\n\
              created at: 2023-11-14T22:13:20.000Z\n"
         );
     }

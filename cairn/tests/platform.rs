@@ -59,6 +59,7 @@ async fn create(client: &Client, name: &str) -> Result<NamespaceInfo, Error> {
         ManagerRequest::CreateNamespace {
             name: ns(name),
             home_site: None,
+            placement: None,
         },
     )
     .await?

@@ -201,7 +201,8 @@ impl Client {
             Request::Read { shard, .. }
             | Request::Write { shard, .. }
             | Request::WhoLeader { shard }
-            | Request::CompactLog { shard } => Some(*shard),
+            | Request::CompactLog { shard }
+            | Request::SetGroupPolicy { shard, .. } => Some(*shard),
             Request::Status
             | Request::RoutedRead { .. }
             | Request::RoutedWrite { .. }

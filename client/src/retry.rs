@@ -42,18 +42,22 @@ impl CallKind {
                 ..
             } => Self::ConsistentRead,
             Request::RoutedWrite { .. } => Self::Write,
+            // Proposed through the shard's log like a write.
+            Request::SetGroupPolicy { .. } => Self::Write,
             Request::RoutedRead { .. } => Self::LooseRead,
             Request::Manager(m) => match m {
                 // Changes of the catalog: an unknown outcome must be reported, not repeated.
-                ManagerRequest::CreateNamespace { .. } | ManagerRequest::DeleteNamespace { .. } => {
-                    Self::Write
-                }
+                ManagerRequest::CreateNamespace { .. }
+                | ManagerRequest::DeleteNamespace { .. }
+                | ManagerRequest::SetPolicies(_)
+                | ManagerRequest::SetShardPolicy { .. } => Self::Write,
                 // Only the manager leader answers, and repeating them is harmless.
                 ManagerRequest::Heartbeat(_)
                 | ManagerRequest::ListNamespaces
                 | ManagerRequest::ShowNamespace { .. }
                 | ManagerRequest::ListShards
                 | ManagerRequest::ListHosts
+                | ManagerRequest::Policies
                 | ManagerRequest::Routing
                 | ManagerRequest::Watch => Self::ConsistentRead,
             },
@@ -296,6 +300,11 @@ impl RetryPlan {
             | ApiError::ObjectNotFound { .. }
             | ApiError::Unavailable(_)
             | ApiError::NotAuthorized(_) => Decision::Fail(Error::Api(e)),
+            // The shard's policy makes writes impossible until a site or a node is back: fail
+            // fast, as the policy promises, instead of retrying until the deadline.
+            ApiError::SiteUnreachable { .. } | ApiError::ForcedLeaderDown { .. } => {
+                Decision::Fail(Error::Api(e))
+            }
         }
     }
 

@@ -302,6 +302,7 @@ mod tests {
                 replicas: vec![ReplicaAddr {
                     node: NodeId(1),
                     addr: "127.0.0.1:7101".into(),
+                    site: "dc1".into(),
                 }],
             }],
             namespaces: vec![NamespaceRoute {

@@ -13,12 +13,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_wire::api::{ApiError, Epoch, Namespace, ReplicaAddr, ShardId, Step};
+use cairn_wire::api::{ApiError, Epoch, GroupPolicy, Namespace, ReplicaAddr, ShardId, Step};
 use cairn_wire::catalog::{
-    HostInfo, HostState, NamespaceInfo, NamespaceRoute, NamespaceState, Policies, RoutingChange,
-    RoutingTable, ShardInfo, ShardRoute, ShardState,
+    CommitPolicy, HostInfo, HostState, LeaderPreference, NamespaceInfo, NamespaceRoute,
+    NamespaceState, PlacementPolicy, Policies, RoutingChange, RoutingTable, ShardInfo, ShardPolicy,
+    ShardRoute, ShardState,
 };
-use raft_core::NodeId;
+use raft_core::{CommitRule, LeaderPolicy, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// The namespace of the manager's Raft group that holds the catalog.
@@ -57,6 +58,14 @@ pub struct ShardRecord {
     pub replicas: Vec<NodeId>,
     /// Creating or active.
     pub state: ShardState,
+    /// Where its replicas go (fixed at placement).
+    pub placement: PlacementPolicy,
+    /// The home site of the namespaces it takes (`None`: namespaces without one).
+    pub home_site: Option<String>,
+    /// Its commit rule and leader policy (operators change them).
+    pub policy: ShardPolicy,
+    /// The group policy its replicas last confirmed applying (`None`: none yet).
+    pub applied: Option<GroupPolicy>,
 }
 
 /// A namespace as stored: exactly what the API shows of it.
@@ -297,12 +306,19 @@ impl Catalog {
         counts
     }
 
-    /// Where a new shard's `count` replicas go: on up hosts with room, spread over as many sites
-    /// as there are (a site gets a second replica only when every site has one, and so on), and
-    /// within a site on the hosts with the fewest replicas (ties: lowest id).
+    /// Where a new shard's replicas go under `placement`, with at least one replica in
+    /// `home_site` when given: on up hosts with room; first `min_per_site` in each required site
+    /// (and one in the home site), then spread over as many sites as there are (a site gets
+    /// another replica only when every site has as many), and within a site on the hosts with
+    /// the fewest replicas (ties: lowest id).
     ///
-    /// Fails with [`ApiError::Unavailable`] when fewer than `count` up hosts have room.
-    pub fn place(&self, count: u32) -> Result<Vec<NodeId>, ApiError> {
+    /// Fails with [`ApiError::Unavailable`] when the up hosts with room cannot satisfy it.
+    pub fn place(
+        &self,
+        placement: &PlacementPolicy,
+        home_site: Option<&str>,
+    ) -> Result<Vec<NodeId>, ApiError> {
+        let count = placement.replicas as usize;
         let load = self.replica_counts();
         let mut by_site: BTreeMap<&str, Vec<(u32, NodeId)>> = BTreeMap::new();
         for host in self.hosts.values() {
@@ -312,7 +328,7 @@ impl Catalog {
             }
         }
         let candidates: usize = by_site.values().map(Vec::len).sum();
-        if candidates < count as usize {
+        if candidates < count {
             return Err(ApiError::Unavailable(format!(
                 "cannot place a shard with {count} replicas: {candidates} up hosts have room \
                  (of {} registered)",
@@ -323,22 +339,52 @@ impl Catalog {
             hosts.sort();
             hosts.reverse(); // pop() takes the least loaded
         }
-        let mut chosen = Vec::with_capacity(count as usize);
-        while chosen.len() < count as usize {
+        // What each site must get first.
+        let mut minimum: BTreeMap<&str, usize> = placement
+            .required_sites
+            .iter()
+            .map(|site| (site.as_str(), placement.min_per_site as usize))
+            .collect();
+        if let Some(home) = home_site {
+            let at_home = minimum.entry(home).or_default();
+            *at_home = (*at_home).max(1);
+        }
+        let mut chosen: Vec<NodeId> = Vec::with_capacity(count);
+        let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+        for (site, wanted) in &minimum {
+            let available = by_site.get(site).map_or(0, Vec::len);
+            if available < *wanted {
+                return Err(ApiError::Unavailable(format!(
+                    "cannot place a shard ({placement}{}): site {site} needs {wanted} replicas \
+                     and has {available} up hosts with room",
+                    home_site.map_or(String::new(), |h| format!(", home site {h}"))
+                )));
+            }
+            for _ in 0..*wanted {
+                let (_, id) = by_site
+                    .get_mut(site)
+                    .and_then(Vec::pop)
+                    .expect("counted above");
+                chosen.push(id);
+                *taken.entry(site).or_default() += 1;
+            }
+        }
+        if chosen.len() > count {
+            return Err(ApiError::Unavailable(format!(
+                "cannot place a shard ({placement}): its site minimums and home site need {} \
+                 replicas",
+                chosen.len()
+            )));
+        }
+        while chosen.len() < count {
             // The site whose best host is least loaded, among the sites that gave the fewest
             // replicas so far.
-            let taken_per_site = |site: &str| {
-                chosen
-                    .iter()
-                    .filter(|id| self.hosts.get(*id).is_some_and(|h| h.site == site))
-                    .count()
-            };
             let site = by_site
                 .iter()
                 .filter(|(_, hosts)| !hosts.is_empty())
                 .min_by_key(|(site, hosts)| {
                     (
-                        taken_per_site(site),
+                        taken.get(*site).copied().unwrap_or(0),
                         hosts.last().map(|(used, id)| (*used, *id)),
                     )
                 })
@@ -349,8 +395,101 @@ impl Catalog {
                 .and_then(Vec::pop)
                 .expect("the site has a host");
             chosen.push(id);
+            *taken.entry(site).or_default() += 1;
         }
         Ok(chosen)
+    }
+
+    /// The site of a host (empty when unknown).
+    fn site_of(&self, node: NodeId) -> &str {
+        self.hosts.get(&node).map_or("", |h| h.site.as_str())
+    }
+
+    /// The group policy a shard's replicas should run: its site-level policy in node terms.
+    ///
+    /// `majority+all-sites` needs one replica of every required site (of every site holding a
+    /// replica, when none is required); `preferred(site)` prefers the replicas in that site (any
+    /// replica, when none is there); `forced(node)` is taken as it is.
+    pub fn group_policy(&self, shard: &ShardRecord) -> GroupPolicy {
+        let nodes_in = |site: &str| -> BTreeSet<NodeId> {
+            shard
+                .replicas
+                .iter()
+                .copied()
+                .filter(|n| self.site_of(*n) == site)
+                .collect()
+        };
+        let (commit, group_sites) = match shard.policy.commit {
+            CommitPolicy::Majority => (CommitRule::Majority, Vec::new()),
+            CommitPolicy::MajorityAllSites => {
+                let sites: BTreeSet<String> = if shard.placement.required_sites.is_empty() {
+                    shard
+                        .replicas
+                        .iter()
+                        .map(|n| self.site_of(*n).to_owned())
+                        .collect()
+                } else {
+                    shard.placement.required_sites.iter().cloned().collect()
+                };
+                let (groups, labels): (Vec<_>, Vec<_>) = sites
+                    .into_iter()
+                    .map(|site| (nodes_in(&site), site))
+                    .filter(|(nodes, _)| !nodes.is_empty())
+                    .unzip();
+                if groups.len() < 2 {
+                    // One site: a majority is already in it.
+                    (CommitRule::Majority, Vec::new())
+                } else {
+                    (CommitRule::MajorityAndGroups(groups), labels)
+                }
+            }
+        };
+        let leader = match &shard.policy.leader {
+            LeaderPreference::Any => LeaderPolicy::Any,
+            LeaderPreference::Preferred(site) => {
+                let nodes = nodes_in(site);
+                if nodes.is_empty() {
+                    LeaderPolicy::Any
+                } else {
+                    LeaderPolicy::Preferred(nodes)
+                }
+            }
+            LeaderPreference::Forced(node) => LeaderPolicy::Forced(*node),
+        };
+        GroupPolicy {
+            commit,
+            leader,
+            group_sites,
+        }
+    }
+
+    /// Checks a new policy of `shard` against its replicas: a forced leader must be one of
+    /// them, a preferred site must hold one.
+    pub fn check_shard_policy(
+        &self,
+        shard: &ShardRecord,
+        policy: &ShardPolicy,
+    ) -> Result<(), ApiError> {
+        match &policy.leader {
+            LeaderPreference::Forced(node) if !shard.replicas.contains(node) => {
+                Err(ApiError::InvalidArgument(format!(
+                    "forced({}): node {} holds no replica of shard {} (its replicas: {:?})",
+                    node.0,
+                    node.0,
+                    shard.id,
+                    shard.replicas.iter().map(|n| n.0).collect::<Vec<_>>()
+                )))
+            }
+            LeaderPreference::Preferred(site)
+                if !shard.replicas.iter().any(|n| self.site_of(*n) == site) =>
+            {
+                Err(ApiError::InvalidArgument(format!(
+                    "preferred({site}): shard {} has no replica in site {site}",
+                    shard.id
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Plans the creation of a namespace: the changes to write, and the shard it goes to.
@@ -362,17 +501,24 @@ impl Catalog {
         &self,
         name: &Namespace,
         home_site: Option<String>,
+        placement: Option<PlacementPolicy>,
         now_ms: u64,
     ) -> Result<Vec<Change>, ApiError> {
         if self.namespaces.contains_key(name) {
             return Err(ApiError::NamespaceExists(name.clone()));
         }
         let policies = self.policies();
+        let wanted = placement
+            .clone()
+            .unwrap_or_else(|| policies.placement.clone());
         let counts = self.namespace_counts();
+        // A namespace shares a shard only with namespaces of the same placement and home site:
+        // the shard's replicas and preferred leader are chosen for them.
         let with_room = |state: ShardState| {
             self.shards
                 .values()
                 .filter(move |s| s.state == state)
+                .filter(|s| s.placement == wanted && s.home_site == home_site)
                 .map(|s| (counts.get(&s.id).copied().unwrap_or(0), s.id))
                 .filter(|(n, _)| *n < policies.namespaces_per_shard)
                 .min()
@@ -384,14 +530,25 @@ impl Catalog {
         {
             Some(shard) => shard,
             None => {
-                let replicas = self.place(policies.replicas_per_shard)?;
+                let replicas = self.place(&wanted, home_site.as_deref())?;
                 counters.next_shard = counters.next_shard.max(1);
                 let id = ShardId(counters.next_shard);
                 counters.next_shard += 1;
+                // The namespaces' home site is where the shard prefers its leader.
+                let leader = home_site
+                    .clone()
+                    .map_or(LeaderPreference::Any, LeaderPreference::Preferred);
                 changes.push(Change::Shard(ShardRecord {
                     id,
                     replicas,
                     state: ShardState::Creating,
+                    placement: wanted.clone(),
+                    home_site: home_site.clone(),
+                    policy: ShardPolicy {
+                        commit: policies.commit,
+                        leader,
+                    },
+                    applied: None,
                 }));
                 id
             }
@@ -407,6 +564,7 @@ impl Catalog {
             epoch: Epoch(self.version + 1),
             state: NamespaceState::Creating,
             home_site,
+            placement,
             created_at_ms: now_ms,
         }));
         Ok(changes)
@@ -424,6 +582,7 @@ impl Catalog {
                     .get(node)
                     .map(|h| h.addr.clone())
                     .unwrap_or_default(),
+                site: self.site_of(*node).to_owned(),
             })
             .collect()
     }
@@ -468,6 +627,10 @@ impl Catalog {
                 replicas: self.replica_addrs(s),
                 state: s.state,
                 namespaces: counts.get(&s.id).copied().unwrap_or(0),
+                placement: s.placement.clone(),
+                policy: s.policy.clone(),
+                home_site: s.home_site.clone(),
+                policy_applied: s.applied.as_ref() == Some(&self.group_policy(s)),
             })
             .collect()
     }
@@ -529,6 +692,24 @@ impl Catalog {
             if shard.id.0 >= self.counters.next_shard {
                 found.push(format!("shard {} is beyond the shard counter", shard.id));
             }
+            for site in &shard.placement.required_sites {
+                let up = shard
+                    .replicas
+                    .iter()
+                    .filter(|n| {
+                        self.hosts
+                            .get(n)
+                            .is_some_and(|h| h.site == *site && h.state == HostState::Up)
+                    })
+                    .count();
+                if up < shard.placement.min_per_site as usize {
+                    found.push(format!(
+                        "shard {} has {up} up replicas in required site {site} (policy: at \
+                         least {})",
+                        shard.id, shard.placement.min_per_site
+                    ));
+                }
+            }
         }
         found
     }
@@ -540,6 +721,137 @@ mod tests {
 
     fn ns(name: &str) -> Namespace {
         Namespace::new(name).unwrap()
+    }
+
+    fn replicas(count: u32) -> PlacementPolicy {
+        PlacementPolicy {
+            replicas: count,
+            ..PlacementPolicy::default()
+        }
+    }
+
+    fn sites_of(c: &Catalog, chosen: &[NodeId]) -> Vec<String> {
+        let mut sites: Vec<String> = chosen.iter().map(|id| c.hosts[id].site.clone()).collect();
+        sites.sort();
+        sites
+    }
+
+    #[test]
+    fn placement_honours_required_sites_and_their_minimums() {
+        let c = catalog(
+            &[(1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "b"), (6, "c")],
+            50,
+        );
+        let policy = PlacementPolicy {
+            replicas: 3,
+            min_per_site: 2,
+            required_sites: vec!["b".into()],
+        };
+        let chosen = c.place(&policy, None).unwrap();
+        assert_eq!(sites_of(&c, &chosen), ["a", "b", "b"]);
+        // Two required sites with one each, five replicas: the rest spread over every site.
+        let policy = PlacementPolicy {
+            replicas: 5,
+            min_per_site: 1,
+            required_sites: vec!["a".into(), "c".into()],
+        };
+        let chosen = c.place(&policy, None).unwrap();
+        assert_eq!(sites_of(&c, &chosen), ["a", "a", "b", "b", "c"]);
+        // A required site without enough hosts is refused, naming it.
+        let policy = PlacementPolicy {
+            replicas: 3,
+            min_per_site: 2,
+            required_sites: vec!["c".into()],
+        };
+        let e = c.place(&policy, None).unwrap_err().to_string();
+        assert!(e.contains("site c needs 2"), "{e}");
+        // The home site always gets a replica.
+        let chosen = c.place(&replicas(1), Some("c")).unwrap();
+        assert_eq!(chosen, [NodeId(6)]);
+        let e = c.place(&replicas(3), Some("z")).unwrap_err().to_string();
+        assert!(e.contains("site z"), "{e}");
+    }
+
+    #[test]
+    fn namespaces_share_shards_only_with_the_same_home_site_and_placement() {
+        let mut c = catalog(&[(1, "a"), (2, "a"), (3, "b"), (4, "b")], 50);
+        let plan = |c: &mut Catalog, name: &str, home: Option<&str>, p: Option<PlacementPolicy>| {
+            let changes = c
+                .plan_namespace(&ns(name), home.map(str::to_owned), p, 1)
+                .unwrap();
+            c.apply(changes);
+            c.namespaces[&ns(name)].shard
+        };
+        let plain = plan(&mut c, "plain", None, None);
+        let home_b = plan(&mut c, "home-b", Some("b"), None);
+        assert_ne!(plain, home_b);
+        assert_eq!(plan(&mut c, "home-b2", Some("b"), None), home_b);
+        let two = PlacementPolicy {
+            replicas: 2,
+            min_per_site: 1,
+            required_sites: vec!["a".into(), "b".into()],
+        };
+        let custom = plan(&mut c, "two", None, Some(two.clone()));
+        assert!(![plain, home_b].contains(&custom));
+        assert_eq!(c.shards[&custom].placement, two);
+        // The home site is the shard's preferred leader site.
+        assert_eq!(
+            c.shards[&home_b].policy.leader,
+            LeaderPreference::Preferred("b".into())
+        );
+        assert_eq!(c.shards[&plain].policy.leader, LeaderPreference::Any);
+    }
+
+    #[test]
+    fn group_policies_are_the_site_policies_in_node_terms() {
+        let mut c = catalog(&[(1, "a"), (2, "a"), (3, "b"), (4, "c")], 50);
+        let changes = c.plan_namespace(&ns("x"), None, None, 1).unwrap();
+        c.apply(changes);
+        let mut shard = c.shards.values().next().unwrap().clone();
+        assert_eq!(sites_of(&c, &shard.replicas), ["a", "b", "c"]);
+        assert_eq!(c.group_policy(&shard), GroupPolicy::default());
+        let node_in = |site: &str| {
+            *shard
+                .replicas
+                .iter()
+                .find(|n| c.hosts[*n].site == site)
+                .unwrap()
+        };
+        let (a, b, cc) = (node_in("a"), node_in("b"), node_in("c"));
+        shard.policy = ShardPolicy {
+            commit: CommitPolicy::MajorityAllSites,
+            leader: LeaderPreference::Preferred("b".into()),
+        };
+        let policy = c.group_policy(&shard);
+        assert_eq!(
+            policy.commit,
+            CommitRule::MajorityAndGroups(vec![
+                BTreeSet::from([a]),
+                BTreeSet::from([b]),
+                BTreeSet::from([cc])
+            ])
+        );
+        assert_eq!(policy.group_sites, ["a", "b", "c"]);
+        assert_eq!(policy.leader, LeaderPolicy::Preferred(BTreeSet::from([b])));
+        // Required sites narrow the groups.
+        shard.placement.required_sites = vec!["a".into(), "c".into()];
+        assert_eq!(c.group_policy(&shard).group_sites, ["a", "c"]);
+        // Forced leaders must be replicas; preferred sites must hold one.
+        let forced = ShardPolicy {
+            commit: CommitPolicy::Majority,
+            leader: LeaderPreference::Forced(NodeId(99)),
+        };
+        assert!(c.check_shard_policy(&shard, &forced).is_err());
+        let elsewhere = ShardPolicy {
+            commit: CommitPolicy::Majority,
+            leader: LeaderPreference::Preferred("z".into()),
+        };
+        assert!(c.check_shard_policy(&shard, &elsewhere).is_err());
+        let ok = ShardPolicy {
+            commit: CommitPolicy::Majority,
+            leader: LeaderPreference::Forced(a),
+        };
+        c.check_shard_policy(&shard, &ok).unwrap();
     }
 
     fn host(id: u64, site: &str) -> Change {
@@ -557,7 +869,7 @@ mod tests {
         let mut changes: Vec<Change> = hosts.iter().map(|(id, site)| host(*id, site)).collect();
         changes.push(Change::Policies(Policies {
             namespaces_per_shard: per_shard,
-            replicas_per_shard: 3,
+            ..Policies::default()
         }));
         c.apply(changes);
         c
@@ -565,7 +877,7 @@ mod tests {
 
     /// Creates namespaces the way the manager does: plan, apply, and activate shards at once.
     fn create(c: &mut Catalog, name: &str) -> ShardId {
-        let changes = c.plan_namespace(&ns(name), None, 1).unwrap();
+        let changes = c.plan_namespace(&ns(name), None, None, 1).unwrap();
         c.apply(changes);
         let shard = c.namespaces[&ns(name)].shard;
         let mut record = c.shards[&shard].clone();
@@ -607,9 +919,9 @@ mod tests {
     #[test]
     fn a_shard_being_created_takes_namespaces_before_another_is_added() {
         let mut c = catalog(&[(1, "a"), (2, "a"), (3, "a")], 2);
-        let changes = c.plan_namespace(&ns("x"), None, 1).unwrap();
+        let changes = c.plan_namespace(&ns("x"), None, None, 1).unwrap();
         c.apply(changes);
-        let changes = c.plan_namespace(&ns("y"), None, 1).unwrap();
+        let changes = c.plan_namespace(&ns("y"), None, None, 1).unwrap();
         assert!(
             !changes.iter().any(|ch| matches!(ch, Change::Shard(_))),
             "a second shard was planned while the first still has room"
@@ -623,7 +935,7 @@ mod tests {
         let mut c = catalog(&[(1, "a"), (2, "a"), (3, "a")], 50);
         create(&mut c, "x");
         assert!(matches!(
-            c.plan_namespace(&ns("x"), None, 1),
+            c.plan_namespace(&ns("x"), None, None, 1),
             Err(ApiError::NamespaceExists(_))
         ));
         let first = c.namespaces[&ns("x")].epoch;
@@ -636,11 +948,11 @@ mod tests {
     #[test]
     fn placement_spreads_over_sites_then_hosts_by_load() {
         let c = catalog(&[(1, "a"), (2, "a"), (3, "b"), (4, "c"), (5, "c")], 50);
-        let chosen = c.place(3).unwrap();
+        let chosen = c.place(&replicas(3), None).unwrap();
         let sites: BTreeSet<&str> = chosen.iter().map(|id| c.hosts[id].site.as_str()).collect();
         assert_eq!(sites.len(), 3, "{chosen:?}");
         // Four replicas over three sites: one site gets two.
-        let chosen = c.place(4).unwrap();
+        let chosen = c.place(&replicas(4), None).unwrap();
         assert_eq!(chosen.len(), 4);
         let distinct: BTreeSet<_> = chosen.iter().collect();
         assert_eq!(distinct.len(), 4);
@@ -650,17 +962,20 @@ mod tests {
     fn placement_prefers_the_least_loaded_hosts_and_skips_down_ones() {
         let mut c = catalog(&[(1, "a"), (2, "a"), (3, "a"), (4, "a")], 1);
         create(&mut c, "one"); // shard 1 on hosts 1, 2, 3
-        let chosen: BTreeSet<_> = c.place(3).unwrap().into_iter().collect();
+        let chosen: BTreeSet<_> = c.place(&replicas(3), None).unwrap().into_iter().collect();
         assert!(chosen.contains(&NodeId(4)), "{chosen:?}");
         let mut down = c.hosts[&NodeId(4)].clone();
         down.state = HostState::Down;
         c.apply(vec![Change::Host(down)]);
-        let chosen: BTreeSet<_> = c.place(3).unwrap().into_iter().collect();
+        let chosen: BTreeSet<_> = c.place(&replicas(3), None).unwrap().into_iter().collect();
         assert!(!chosen.contains(&NodeId(4)));
         let mut down = c.hosts[&NodeId(3)].clone();
         down.state = HostState::Down;
         c.apply(vec![Change::Host(down)]);
-        assert!(matches!(c.place(3), Err(ApiError::Unavailable(_))));
+        assert!(matches!(
+            c.place(&replicas(3), None),
+            Err(ApiError::Unavailable(_))
+        ));
     }
 
     #[test]
@@ -690,7 +1005,7 @@ mod tests {
         let changes = vec![host(1, "a"), host(2, "b"), host(3, "c")];
         apply_steps(replay.steps(&changes), &mut store);
         replay.apply(changes);
-        let changes = replay.plan_namespace(&ns("x"), None, 5).unwrap();
+        let changes = replay.plan_namespace(&ns("x"), None, None, 5).unwrap();
         apply_steps(replay.steps(&changes), &mut store);
         replay.apply(changes);
         let entries: Vec<_> = store.into_iter().collect();
@@ -702,7 +1017,7 @@ mod tests {
     #[test]
     fn routing_shows_only_active_namespaces_on_active_shards() {
         let mut c = catalog(&[(1, "a"), (2, "a"), (3, "a")], 50);
-        let changes = c.plan_namespace(&ns("x"), None, 1).unwrap();
+        let changes = c.plan_namespace(&ns("x"), None, None, 1).unwrap();
         let change = c.apply(changes);
         assert!(change.namespaces.is_empty());
         assert!(c.routing_table().namespaces.is_empty());

@@ -16,14 +16,20 @@
 //! [catalog]
 //! namespaces_per_shard = 50
 //! replicas_per_shard = 3
+//! min_replicas_per_site = 1      # in each required site
+//! required_sites = ["dc1", "dc2"] # default: none
+//! commit = "majority"            # or "majority+all-sites"
 //! ```
+//!
+//! The policies (the first three keys and `commit`) seed the catalog when it has none yet; after
+//! that the catalog's own copy is in force, and operators change it with `cairn policy set`.
 //!
 //! The catalog group is shard 0 of the managers' nodes, with every listed manager as a voter;
 //! a manager configuration declares no `[[shards]]` of its own.
 
 use std::path::Path;
 
-use cairn_wire::catalog::Policies;
+use cairn_wire::catalog::{CommitPolicy, PlacementPolicy, Policies};
 use serde::{Deserialize, Serialize};
 use shard_node::config::{ConfigError, NodeConfig, ShardConfig};
 
@@ -37,6 +43,12 @@ pub struct CatalogConfig {
     pub namespaces_per_shard: u32,
     /// How many replicas a new shard gets. Default 3.
     pub replicas_per_shard: u32,
+    /// The fewest replicas a new shard gets in each required site. Default 1.
+    pub min_replicas_per_site: u32,
+    /// The sites every new shard must have replicas in. Default none.
+    pub required_sites: Vec<String>,
+    /// The commit rule of new shards: `majority` (default) or `majority+all-sites`.
+    pub commit: String,
     /// A host not heard from for this long is marked down. Default 5000 ms.
     pub host_down_after_ms: u64,
     /// How often the reconciler looks for unfinished work when nothing wakes it. Default 500 ms.
@@ -51,7 +63,10 @@ impl Default for CatalogConfig {
         let policies = Policies::default();
         Self {
             namespaces_per_shard: policies.namespaces_per_shard,
-            replicas_per_shard: policies.replicas_per_shard,
+            replicas_per_shard: policies.placement.replicas,
+            min_replicas_per_site: policies.placement.min_per_site,
+            required_sites: policies.placement.required_sites,
+            commit: policies.commit.to_string(),
             host_down_after_ms: 5_000,
             reconcile_interval_ms: 500,
             request_wait_ms: 30_000,
@@ -60,12 +75,27 @@ impl Default for CatalogConfig {
 }
 
 impl CatalogConfig {
-    /// The policies this configuration asks for.
-    pub fn policies(&self) -> Policies {
-        Policies {
+    /// The policies this configuration asks for (checked by [`ManagerConfig::validate`]).
+    pub fn policies(&self) -> Result<Policies, ConfigError> {
+        let mut required_sites = self.required_sites.clone();
+        required_sites.sort();
+        let placement = PlacementPolicy {
+            replicas: self.replicas_per_shard,
+            min_per_site: self.min_replicas_per_site,
+            required_sites,
+        };
+        placement
+            .validate()
+            .map_err(|e| ConfigError(format!("catalog: {e}")))?;
+        let commit: CommitPolicy = self
+            .commit
+            .parse()
+            .map_err(|e| ConfigError(format!("catalog: commit: {e}")))?;
+        Ok(Policies {
             namespaces_per_shard: self.namespaces_per_shard,
-            replicas_per_shard: self.replicas_per_shard,
-        }
+            placement,
+            commit,
+        })
     }
 }
 
@@ -123,11 +153,7 @@ impl ManagerConfig {
                 "catalog: namespaces_per_shard must be > 0".into(),
             ));
         }
-        if c.replicas_per_shard == 0 || c.replicas_per_shard > 7 {
-            return Err(ConfigError(
-                "catalog: replicas_per_shard must be 1 to 7".into(),
-            ));
-        }
+        c.policies()?;
         if c.host_down_after_ms == 0 || c.reconcile_interval_ms == 0 || c.request_wait_ms == 0 {
             return Err(ConfigError(
                 "catalog: host_down_after_ms, reconcile_interval_ms and request_wait_ms must be > 0"
@@ -180,6 +206,13 @@ addr = "127.0.0.1:7202"
             ManagerConfig::from_toml(&format!("{BASE}[catalog]\nnamespaces_per_shard = 5\n"))
                 .unwrap();
         assert_eq!(config.catalog.namespaces_per_shard, 5);
+        let config = ManagerConfig::from_toml(&format!(
+            "{BASE}[catalog]\nrequired_sites = [\"b\", \"a\"]\ncommit = \"majority+all-sites\"\n"
+        ))
+        .unwrap();
+        let policies = config.catalog.policies().unwrap();
+        assert_eq!(policies.placement.required_sites, ["a", "b"]);
+        assert_eq!(policies.commit, CommitPolicy::MajorityAllSites);
     }
 
     #[test]
@@ -195,5 +228,16 @@ addr = "127.0.0.1:7202"
             ManagerConfig::from_toml(&format!("{BASE}[[shards]]\nid = 1\nreplicas = [101]\n"))
                 .unwrap_err();
         assert!(shards.to_string().contains("no [[shards]]"), "{shards}");
+        let commit =
+            ManagerConfig::from_toml(&format!("{BASE}[catalog]\ncommit = \"all\"\n")).unwrap_err();
+        assert!(
+            commit.to_string().contains("majority+all-sites"),
+            "{commit}"
+        );
+        let sites = ManagerConfig::from_toml(&format!(
+            "{BASE}[catalog]\nreplicas_per_shard = 3\nmin_replicas_per_site = 2\nrequired_sites = [\"a\", \"b\"]\n"
+        ))
+        .unwrap_err();
+        assert!(sites.to_string().contains("need 4 replicas"), "{sites}");
     }
 }

@@ -9,7 +9,10 @@
 //! says should exist: shards in state creating get their replicas created on their hosts
 //! (`CreateReplica`, idempotent), then are marked active once they have a leader; namespaces in
 //! state creating are adopted by their shard at their epoch, then marked active; namespaces in
-//! state deleting are dropped from their shard, then removed. Every step is idempotent and the
+//! state deleting are dropped from their shard, then removed; a shard whose replicas do not run
+//! the replication policy the catalog derives for it (commit rule and leader policy, in node
+//! terms: see [`Catalog::group_policy`]) is sent it (`SetGroupPolicy`, through the shard's log),
+//! and namespaces are adopted only by shards that run it. Every step is idempotent and the
 //! catalog records the decision *before* any host is told, so a new leader resumes exactly
 //! where the old one stopped: no duplicate shard, no orphan replica, no namespace twice.
 
@@ -22,12 +25,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_client::{Client, ClientConfig};
 use cairn_wire::api::{
-    ApiError, Consistency, KeyRange, LeaderHint, Namespace, ReadOp, ReadResult, Request, Response,
-    ShardId, WriteOp,
+    ApiError, Consistency, GroupPolicy, KeyRange, LeaderHint, Namespace, ReadOp, ReadResult,
+    Request, Response, ShardId, WriteOp,
 };
 use cairn_wire::catalog::{
-    Heartbeat, HostState, ManagerRequest, ManagerResponse, NamespaceState, RoutingChange,
-    ShardState, validate_site,
+    CommitPolicy, Heartbeat, HostState, LeaderPreference, ManagerRequest, ManagerResponse,
+    NamespaceState, PlacementPolicy, Policies, RoutingChange, ShardState, validate_site,
 };
 use cairn_wire::frame;
 use cairn_wire::tls::{Identity, PeerRole};
@@ -451,9 +454,15 @@ impl Manager {
         &self,
         name: Namespace,
         home_site: Option<String>,
+        placement: Option<PlacementPolicy>,
     ) -> Result<ManagerResponse, ApiError> {
         if let Some(site) = &home_site {
             validate_site(site).map_err(ApiError::InvalidArgument)?;
+        }
+        if let Some(placement) = &placement {
+            placement
+                .validate()
+                .map_err(|e| ApiError::InvalidArgument(format!("placement: {e}")))?;
         }
         if name.as_str() == CATALOG_NAMESPACE {
             // Not a technical conflict (the catalog lives on the managers, not on shards), but
@@ -467,7 +476,12 @@ impl Manager {
                 Some(existing) if existing.state == NamespaceState::Creating => Ok(None),
                 Some(_) => Err(ApiError::NamespaceExists(name.clone())),
                 None => {
-                    let changes = catalog.plan_namespace(&name, home_site.clone(), now_ms())?;
+                    let changes = catalog.plan_namespace(
+                        &name,
+                        home_site.clone(),
+                        placement.clone(),
+                        now_ms(),
+                    )?;
                     Ok(Some((changes, ())))
                 }
             })
@@ -515,12 +529,84 @@ impl Manager {
         Ok(ManagerResponse::Done)
     }
 
+    async fn set_policies(&self, policies: Policies) -> Result<ManagerResponse, ApiError> {
+        if policies.namespaces_per_shard == 0 {
+            return Err(ApiError::InvalidArgument(
+                "namespaces_per_shard must be > 0".into(),
+            ));
+        }
+        policies
+            .placement
+            .validate()
+            .map_err(|e| ApiError::InvalidArgument(format!("placement: {e}")))?;
+        let changed = self
+            .change(true, |c| {
+                Ok((c.policies.as_ref() != Some(&policies))
+                    .then(|| (vec![Change::Policies(policies.clone())], ())))
+            })
+            .await?;
+        if changed.is_some() {
+            info!(?policies, "catalog policies changed");
+        }
+        Ok(ManagerResponse::Done)
+    }
+
+    /// Changes a shard's commit rule and/or leader policy, and answers once its replicas run
+    /// the result.
+    async fn set_shard_policy(
+        &self,
+        shard: ShardId,
+        commit: Option<CommitPolicy>,
+        leader: Option<LeaderPreference>,
+    ) -> Result<ManagerResponse, ApiError> {
+        let changed = self
+            .change(true, |c| {
+                let Some(record) = c.shards.get(&shard) else {
+                    return Err(ApiError::InvalidArgument(format!("no shard {shard}")));
+                };
+                let mut record = record.clone();
+                if let Some(commit) = commit {
+                    record.policy.commit = commit;
+                }
+                if let Some(leader) = &leader {
+                    record.policy.leader = leader.clone();
+                }
+                c.check_shard_policy(&record, &record.policy)?;
+                let changed = c.shards.get(&shard) != Some(&record);
+                let policy = record.policy.clone();
+                Ok(changed.then(|| (vec![Change::Shard(record)], policy)))
+            })
+            .await?;
+        if let Some(policy) = changed {
+            info!(shard = shard.0, %policy, "shard policy changed");
+        }
+        self.wake.notify_one();
+        self.wait_for(&format!("applying the policy of shard {shard}"), |c| {
+            Ok(c.shards
+                .get(&shard)
+                .is_some_and(|s| s.applied.as_ref() == Some(&c.group_policy(s))))
+        })
+        .await?;
+        Ok(ManagerResponse::Done)
+    }
+
     async fn answer(&self, request: ManagerRequest) -> Result<ManagerResponse, ApiError> {
         match request {
             ManagerRequest::Heartbeat(beat) => self.heartbeat(beat).await,
-            ManagerRequest::CreateNamespace { name, home_site } => {
-                self.create_namespace(name, home_site).await
+            ManagerRequest::CreateNamespace {
+                name,
+                home_site,
+                placement,
+            } => self.create_namespace(name, home_site, placement).await,
+            ManagerRequest::Policies => {
+                self.read(|c| ManagerResponse::Policies(c.policies())).await
             }
+            ManagerRequest::SetPolicies(policies) => self.set_policies(policies).await,
+            ManagerRequest::SetShardPolicy {
+                shard,
+                commit,
+                leader,
+            } => self.set_shard_policy(shard, commit, leader).await,
             ManagerRequest::DeleteNamespace { name } => self.delete_namespace(name).await,
             ManagerRequest::ListNamespaces => {
                 self.read(|c| ManagerResponse::Namespaces(c.namespaces.values().cloned().collect()))
@@ -623,7 +709,7 @@ impl Manager {
         self.ensure_policies().await?;
         self.mark_down_hosts().await?;
         // What to do, from one view of the catalog.
-        let (creating_shards, adopt, drop) = self
+        let (creating_shards, adopt, drop, policies) = self
             .read(|c| {
                 let creating: Vec<(ShardId, Vec<cairn_wire::api::ReplicaAddr>)> = c
                     .shards
@@ -631,11 +717,29 @@ impl Manager {
                     .filter(|s| s.state == ShardState::Creating)
                     .map(|s| (s.id, c.replica_addrs(s)))
                     .collect();
+                // Active, and running its policy: only then may it take namespaces.
                 let active = |shard: &ShardId| {
-                    c.shards
-                        .get(shard)
-                        .is_some_and(|s| s.state == ShardState::Active)
+                    c.shards.get(shard).is_some_and(|s| {
+                        s.state == ShardState::Active
+                            && s.applied.as_ref() == Some(&c.group_policy(s))
+                    })
                 };
+                let policies: Vec<(ShardId, GroupPolicy, Vec<SocketAddr>)> = c
+                    .shards
+                    .values()
+                    .filter(|s| s.state == ShardState::Active)
+                    .filter_map(|s| {
+                        let wanted = c.group_policy(s);
+                        (s.applied.as_ref() != Some(&wanted)).then(|| {
+                            let addrs = c
+                                .replica_addrs(s)
+                                .iter()
+                                .filter_map(|r| r.addr.parse().ok())
+                                .collect();
+                            (s.id, wanted, addrs)
+                        })
+                    })
+                    .collect();
                 let adopt: Vec<NamespaceRecord> = c
                     .namespaces
                     .values()
@@ -648,11 +752,14 @@ impl Manager {
                     .filter(|n| n.state == NamespaceState::Deleting)
                     .cloned()
                     .collect();
-                (creating, adopt, drop)
+                (creating, adopt, drop, policies)
             })
             .await?;
         for (shard, replicas) in creating_shards {
             self.create_shard(shard, replicas).await?;
+        }
+        if !policies.is_empty() {
+            self.push_policies(policies).await?;
         }
         if !adopt.is_empty() {
             self.adopt_namespaces(adopt).await?;
@@ -663,17 +770,88 @@ impl Manager {
         Ok(())
     }
 
+    /// Seeds the catalog's policies from the configuration when it has none yet (after that,
+    /// the catalog's copy is in force: `SetPolicies` changes it).
     async fn ensure_policies(&self) -> Result<(), ApiError> {
-        let wanted = self.config.policies();
+        let wanted = self
+            .config
+            .policies()
+            .map_err(|e| ApiError::Internal(format!("the manager's configuration: {e}")))?;
         let changed = self
             .change(false, |c| {
-                Ok((c.policies.as_ref() != Some(&wanted))
+                Ok(c.policies
+                    .is_none()
                     .then(|| (vec![Change::Policies(wanted.clone())], ())))
             })
             .await?;
         if changed.is_some() {
-            info!(?wanted, "catalog policies set");
+            info!(?wanted, "catalog policies seeded from the configuration");
         }
+        Ok(())
+    }
+
+    /// Sends each shard the group policy it should run, and records the ones it applied.
+    async fn push_policies(
+        &self,
+        shards: Vec<(ShardId, GroupPolicy, Vec<SocketAddr>)>,
+    ) -> Result<(), ApiError> {
+        let calls = shards.iter().map(|(shard, policy, addrs)| async move {
+            if addrs.is_empty() {
+                return Err(ApiError::Internal(format!(
+                    "shard {shard} has no replica addresses"
+                )));
+            }
+            let client = self.shard_client(*shard, addrs)?;
+            client
+                .request(Request::SetGroupPolicy {
+                    shard: *shard,
+                    policy: policy.clone(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| match e.api() {
+                    Some(api) => api.clone(),
+                    None => ApiError::Unavailable(e.to_string()),
+                })
+        });
+        let results = futures_util::future::join_all(calls).await;
+        let mut applied = Vec::new();
+        for ((shard, policy, _), result) in shards.into_iter().zip(results) {
+            match result {
+                Ok(()) => applied.push((shard, policy)),
+                Err(e) => warn!(
+                    shard = shard.0,
+                    "setting the replication policy failed: {e}"
+                ),
+            }
+        }
+        if applied.is_empty() {
+            return Ok(());
+        }
+        self.change(false, |c| {
+            let changes: Vec<Change> = applied
+                .iter()
+                .filter_map(|(shard, policy)| {
+                    let record = c.shards.get(shard)?;
+                    (record.applied.as_ref() != Some(policy)).then(|| {
+                        let mut record = record.clone();
+                        record.applied = Some(policy.clone());
+                        Change::Shard(record)
+                    })
+                })
+                .collect();
+            Ok((!changes.is_empty()).then_some((changes, ())))
+        })
+        .await?;
+        for (shard, policy) in applied {
+            info!(
+                shard = shard.0,
+                ?policy,
+                "shard runs its replication policy"
+            );
+        }
+        // Namespaces waiting for these shards may be adopted now.
+        self.wake.notify_one();
         Ok(())
     }
 

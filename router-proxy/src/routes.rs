@@ -219,6 +219,7 @@ mod tests {
                 .map(|p| ReplicaAddr {
                     node: NodeId(u64::from(*p)),
                     addr: format!("127.0.0.1:{p}"),
+                    site: "dc1".into(),
                 })
                 .collect(),
         }

@@ -62,6 +62,7 @@ async fn the_router_refuses_what_it_must_not_relay_and_bounds_its_load() {
                 replicas: vec![cairn_wire::api::ReplicaAddr {
                     node: NodeId(1),
                     addr: shard_addr.to_string(),
+                    site: "dc1".into(),
                 }],
             }],
             namespaces: vec![namespace_route("slow", 1, 1)],

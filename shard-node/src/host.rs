@@ -19,12 +19,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use cairn_wire::api::{ApiError, LeaderHint, ReplicaAddr, ReplicaStatus, ShardId, WriteResult};
+use cairn_wire::api::{
+    ApiError, GroupPolicy, LeaderHint, ReplicaAddr, ReplicaStatus, ShardId, WriteResult,
+};
 use cairn_wire::peer::{PeerFrame, QuiescedShard, ShardMessage, SnapshotHeader};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use raft_core::{
-    Config, EntryPayload, Error as RaftError, LogIndex, Message, MessageBody, NodeId, RawNode,
-    Ready, Role, Snapshot, Storage, Term,
+    CommitRule, Config, EntryPayload, Error as RaftError, LeaderPolicy, LogIndex, Message,
+    MessageBody, NodeId, RawNode, Ready, Role, Snapshot, Storage, Term,
 };
 use rocksdb::WriteBatch;
 use tokio::sync::{oneshot, watch};
@@ -32,7 +34,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{NodeConfig, RaftTiming};
 use crate::metrics as m;
-use crate::nsm::{self, Command};
+use crate::nsm::{self, Command, Proposal};
 use crate::storage::{AppliedState, Engine, GroupRecord, GroupStorage};
 use crate::transport::Outbox;
 
@@ -54,6 +56,15 @@ pub enum Event {
         shard: ShardId,
         /// What to write.
         command: Command,
+        /// Where to answer.
+        reply: oneshot::Sender<WriteOutcome>,
+    },
+    /// The manager sets the group's replication policy (proposed like a write).
+    SetPolicy {
+        /// The shard.
+        shard: ShardId,
+        /// The policy.
+        policy: GroupPolicy,
         /// Where to answer.
         reply: oneshot::Sender<WriteOutcome>,
     },
@@ -146,6 +157,8 @@ struct Replica {
     idle_ticks: u32,
     /// The commit index when `idle_ticks` was last reset.
     idle_commit: LogIndex,
+    /// The replication policy applied (also handed to the core).
+    policy: GroupPolicy,
 }
 
 /// The host loop's state.
@@ -234,7 +247,12 @@ impl Host {
     ) -> Result<(), crate::NodeError> {
         let storage = self.engine.open_group(shard, voters, managed)?;
         let applied = storage.applied().index;
+        let policy = nsm::group_policy(self.engine.db(), &storage.key_space())
+            .map_err(|e| crate::NodeError::Start(format!("shard {shard}: {e}")))?
+            .unwrap_or_default();
         let mut raft_config = Config::new(self.id.0);
+        raft_config.commit_rule = policy.commit.clone();
+        raft_config.leader_policy = policy.leader.clone();
         raft_config.election_timeout_ticks = self.timing.election_timeout_ticks;
         raft_config.heartbeat_interval_ticks = self.timing.heartbeat_interval_ticks;
         raft_config.lease_duration_ticks = self.timing.lease_ticks;
@@ -266,6 +284,7 @@ impl Host {
                 quiesced_since: None,
                 idle_ticks: 0,
                 idle_commit: LogIndex::ZERO,
+                policy,
             },
         );
         self.handles
@@ -457,6 +476,7 @@ impl Host {
                 || !replica.deferred_reads.is_empty()
                 || !replica.snapshots_in_flight.is_empty()
                 || replica.raw.has_ready()
+                || should_hand_over(self.id, &replica.policy, replica.raw.storage())
             {
                 continue;
             }
@@ -592,10 +612,16 @@ impl Host {
     }
 
     fn not_leader(&self, shard: ShardId) -> ApiError {
-        let leader = self
-            .replicas
-            .get(&shard)
-            .map_or(NodeId::NONE, |r| r.raw.leader());
+        let Some(replica) = self.replicas.get(&shard) else {
+            return ApiError::UnknownShard(shard);
+        };
+        let leader = replica.raw.leader();
+        if let LeaderPolicy::Forced(forced) = replica.policy.leader
+            && leader != forced
+        {
+            // Only the forced node may lead: while it does not, nothing can be done anywhere.
+            return ApiError::ForcedLeaderDown { node: forced };
+        }
         if leader == NodeId::NONE {
             // An election is under way or no majority is reachable: nothing was proposed.
             ApiError::NoQuorum { proposed: false }
@@ -629,6 +655,36 @@ impl Host {
             set.is_empty() || set.iter().filter(|id| alive(id)).count() * 2 > set.len()
         };
         majority(&conf.voters) && majority(&conf.voters_outgoing)
+    }
+
+    /// Under a `majority+all-sites` rule: the first required site of which no replica (this node
+    /// included) was heard from within an election timeout. A write there could never commit,
+    /// so the leader refuses it at once.
+    fn unreachable_site(&self, shard: ShardId) -> Option<String> {
+        let replica = self.replicas.get(&shard)?;
+        let CommitRule::MajorityAndGroups(groups) = &replica.policy.commit else {
+            return None;
+        };
+        let window = self.tick * self.timing.election_timeout_ticks;
+        let now = Instant::now();
+        let alive = |id: &NodeId| {
+            *id == self.id
+                || self
+                    .last_heard
+                    .get(id)
+                    .is_some_and(|t| now.saturating_duration_since(*t) < window)
+        };
+        groups
+            .iter()
+            .position(|group| !group.iter().any(alive))
+            .map(|i| {
+                replica
+                    .policy
+                    .group_sites
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("of nodes {:?}", groups[i]))
+            })
     }
 
     fn handle(&mut self, event: Event) {
@@ -676,29 +732,12 @@ impl Host {
                 shard,
                 command,
                 reply,
-            } => {
-                self.wake(shard);
-                self.touch(shard);
-                let outcome = self.propose(shard, command);
-                match outcome {
-                    Ok((index, term)) => {
-                        let deadline =
-                            Instant::now() + Duration::from_millis(self.timing.commit_timeout_ms);
-                        let replica = self.replicas.get_mut(&shard).expect("proposed above");
-                        replica.writes.insert(
-                            index,
-                            PendingWrite {
-                                term,
-                                reply,
-                                deadline,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
+            } => self.propose_and_wait(shard, &Proposal::Write(command), reply),
+            Event::SetPolicy {
+                shard,
+                policy,
+                reply,
+            } => self.propose_and_wait(shard, &Proposal::Policy(policy), reply),
             Event::ReadIndex { shard, reply } => {
                 self.wake(shard);
                 self.touch(shard);
@@ -762,7 +801,40 @@ impl Host {
         }
     }
 
-    fn propose(&mut self, shard: ShardId, command: Command) -> Result<(LogIndex, Term), ApiError> {
+    /// Proposes `proposal` and keeps `reply` until its entry is applied (or fails at once).
+    fn propose_and_wait(
+        &mut self,
+        shard: ShardId,
+        proposal: &Proposal,
+        reply: oneshot::Sender<WriteOutcome>,
+    ) {
+        self.wake(shard);
+        self.touch(shard);
+        match self.propose(shard, proposal) {
+            Ok((index, term)) => {
+                let deadline =
+                    Instant::now() + Duration::from_millis(self.timing.commit_timeout_ms);
+                let replica = self.replicas.get_mut(&shard).expect("proposed above");
+                replica.writes.insert(
+                    index,
+                    PendingWrite {
+                        term,
+                        reply,
+                        deadline,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn propose(
+        &mut self,
+        shard: ShardId,
+        proposal: &Proposal,
+    ) -> Result<(LogIndex, Term), ApiError> {
         let Some(replica) = self.replicas.get(&shard) else {
             return Err(ApiError::UnknownShard(shard));
         };
@@ -772,11 +844,28 @@ impl Host {
         if !self.quorum_reachable(shard) {
             return Err(ApiError::NoQuorum { proposed: false });
         }
-        let data = postcard::to_allocvec(&command)
+        // A policy change must get through even when the rule in force cannot be met: it is
+        // how an operator relaxes `majority+all-sites` while a site is cut off.
+        if matches!(proposal, Proposal::Write(_))
+            && let Some(site) = self.unreachable_site(shard)
+        {
+            return Err(ApiError::SiteUnreachable { site });
+        }
+        let data = postcard::to_allocvec(proposal)
             .map_err(|e| ApiError::Internal(format!("encoding the command: {e}")))?;
         let replica = self.replicas.get_mut(&shard).expect("checked above");
         match replica.raw.propose(data) {
-            Ok(position) => Ok((position.last_index, position.term)),
+            Ok(position) => {
+                if let Proposal::Policy(policy) = proposal {
+                    // Every commit rule is a majority or stricter, so the leader may count by
+                    // the new one at once (Raft's safety needs only the majority). That is what
+                    // lets an operator relax `majority+all-sites` while a site is cut off: the
+                    // change itself commits by the new rule. Followers adopt it when they apply
+                    // it; a new leader counts by the rule it has applied.
+                    replica.raw.set_commit_rule(policy.commit.clone());
+                }
+                Ok((position.last_index, position.term))
+            }
             Err(RaftError::NotLeader { .. }) => Err(self.not_leader(shard)),
             Err(RaftError::UncommittedLimit { .. }) => Err(ApiError::Busy(
                 "too many uncommitted writes; retry shortly".into(),
@@ -1014,6 +1103,11 @@ impl Host {
             if soft.role == Role::Candidate {
                 m::election_started(shard);
             }
+            if soft.role != Role::Leader {
+                // A rule adopted early for a policy proposal (see `propose`) lasts only while
+                // this node leads: whoever leads next counts by the applied one.
+                replica.raw.set_commit_rule(replica.policy.commit.clone());
+            }
         }
         if let Some(snapshot) = &ready.snapshot {
             // Writes whose entries the snapshot covers have an unknown fate on this node.
@@ -1027,6 +1121,16 @@ impl Host {
                 let _ = w.reply.send(Err(ApiError::NoQuorum { proposed: true }));
             }
             replica.applied_tx.send_replace(snapshot.metadata.index);
+            // The snapshot carries the group's policy in its data.
+            let space = replica.raw.storage().key_space();
+            match nsm::group_policy(engine.db(), &space) {
+                Ok(policy) => adopt_policy(shard, replica, policy.unwrap_or_default()),
+                Err(e) => {
+                    return Err(crate::NodeError::Start(format!(
+                        "shard {shard}: reading the installed snapshot: {e}"
+                    )));
+                }
+            }
         }
         for entry in &ready.committed_entries {
             let mut batch = WriteBatch::default();
@@ -1037,16 +1141,19 @@ impl Host {
                 ..storage.applied().clone()
             };
             let space = storage.key_space();
+            let mut new_policy = None;
             let result = match &entry.payload {
                 EntryPayload::Empty => Ok(WriteResult::Done),
-                EntryPayload::Normal(data) => match postcard::from_bytes::<Command>(data) {
-                    Ok(command) => match nsm::apply(
-                        engine.db(),
-                        &space,
-                        storage.managed(),
-                        &command,
-                        &mut batch,
-                    ) {
+                EntryPayload::Normal(data) => match postcard::from_bytes::<Proposal>(data) {
+                    Ok(proposal) => match match &proposal {
+                        Proposal::Write(command) => {
+                            nsm::apply(engine.db(), &space, storage.managed(), command, &mut batch)
+                        }
+                        Proposal::Policy(policy) => {
+                            new_policy = Some(policy.clone());
+                            nsm::apply_policy(engine.db(), &space, policy, &mut batch)
+                        }
+                    } {
                         // Reading the state failed: applying anything now would make this
                         // replica differ from the others. Stop instead.
                         Err(ApiError::Internal(reason)) => {
@@ -1079,6 +1186,9 @@ impl Host {
             };
             replica.raw.storage_mut().set_applied(&mut batch, applied);
             engine.write(batch, false)?;
+            if let Some(policy) = new_policy {
+                adopt_policy(shard, replica, policy);
+            }
             if let Some(pending) = replica.writes.remove(&entry.index) {
                 let outcome = if pending.term == entry.term {
                     result.map(|r| (entry.index, r))
@@ -1115,6 +1225,37 @@ impl Host {
             let _ = self.compact(shard, self.timing.log_retain_entries);
         }
         Ok(())
+    }
+}
+
+/// Hands an applied replication policy to the core.
+fn adopt_policy(shard: ShardId, replica: &mut Replica, policy: GroupPolicy) {
+    if policy == replica.policy {
+        return;
+    }
+    info!(
+        shard = shard.0,
+        commit = ?policy.commit,
+        leader = ?policy.leader,
+        "replication policy applied"
+    );
+    replica.raw.set_commit_rule(policy.commit.clone());
+    replica.raw.set_leader_policy(policy.leader.clone());
+    replica.policy = policy;
+}
+
+/// Whether this node, leading, should hand leadership to a preferred voter the policy names (so
+/// the group must not quiesce before it has).
+fn should_hand_over(me: NodeId, policy: &GroupPolicy, storage: &GroupStorage) -> bool {
+    match &policy.leader {
+        LeaderPolicy::Preferred(preferred) => {
+            !preferred.contains(&me)
+                && preferred
+                    .iter()
+                    .any(|id| storage.applied().conf_state.voters.contains(id))
+        }
+        LeaderPolicy::Forced(forced) => *forced != me,
+        LeaderPolicy::Any => false,
     }
 }
 

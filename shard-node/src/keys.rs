@@ -15,6 +15,9 @@
 //!   UTF-8 bytes), the value the postcard-encoded manifest.
 //! - [`Area::System`] (2): the namespace's own records; `rest` is one [`SystemRecord`] tag byte
 //!   (ownership, statistics), the value a postcard-encoded record.
+//! - [`Area::Group`] (3): records of the whole group, not of a namespace: the key is
+//!   `shard | generation | 3 | tag` with one [`GroupKey`] tag byte (the replication policy), the
+//!   value a postcard-encoded record.
 //!
 //! Big-endian integers make a shard's keys (and a generation's keys inside it) one contiguous
 //! range, so a generation can be iterated, copied or dropped with one range. Snapshots copy a
@@ -41,11 +44,21 @@ pub enum Area {
     Manifest = 1,
     /// A namespace's own records: [`SystemRecord`] tag → record.
     System = 2,
+    /// The group's own records: [`GroupKey`] tag → record (no namespace in the key).
+    Group = 3,
 }
 
 impl Area {
-    /// Every area, in key order.
+    /// Every area that holds namespaces' keys, in key order.
     pub const ALL: [Self; 3] = [Self::Kv, Self::Manifest, Self::System];
+}
+
+/// The records of the whole group in [`Area::Group`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum GroupKey {
+    /// The replication policy the manager set ([`cairn_wire::api::GroupPolicy`]).
+    Policy = 0,
 }
 
 /// The records of a namespace in [`Area::System`] (the byte after the namespace).
@@ -118,6 +131,13 @@ impl KeySpace {
     /// The stored key of record `record` of namespace `ns` ([`Area::System`]).
     pub fn system_key(&self, ns: &Namespace, record: SystemRecord) -> Vec<u8> {
         self.area_key(Area::System, ns, &[record as u8])
+    }
+
+    /// The stored key of the group record `record`: `prefix | 3 | tag`.
+    pub fn group_key(&self, record: GroupKey) -> Vec<u8> {
+        let mut key = self.area_prefix(Area::Group);
+        key.push(record as u8);
+        key
     }
 
     /// The prefix of every key of `shard`, in every generation: 8 bytes.

@@ -37,7 +37,7 @@
 use std::ops::ControlFlow;
 
 use cairn_wire::api::{
-    ApiError, Epoch, Namespace, ReadOp, ReadResult, ShardId, WriteOp, WriteResult,
+    ApiError, Epoch, GroupPolicy, Namespace, ReadOp, ReadResult, ShardId, WriteOp, WriteResult,
 };
 use cairn_wire::manifest::{
     Manifest, NamespaceStats, OBJECT_ID_LEN_MAX_BYTES, OBJECT_NAME_LEN_MAX_BYTES, PutMode,
@@ -47,8 +47,19 @@ use rocksdb::{DB, WriteBatch};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{Area, KeySpace, SystemRecord, key_successor, namespace_prefix_range};
+use crate::keys::{Area, GroupKey, KeySpace, SystemRecord, key_successor, namespace_prefix_range};
 use crate::kv::{self, KvLimits, KvView, ResponseSize, ScanOrder, data_cf, too_large};
+
+/// What an entry of a shard's log carries: a client write, or a new replication policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proposal {
+    /// A write to a namespace.
+    Write(Command),
+    /// The group's new replication policy (the manager's [`Request::SetGroupPolicy`]).
+    ///
+    /// [`Request::SetGroupPolicy`]: cairn_wire::api::Request::SetGroupPolicy
+    Policy(GroupPolicy),
+}
 
 /// What a client write carries through the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,6 +309,34 @@ pub fn read(
         | ReadOp::PrefixKeys { .. }
         | ReadOp::Count { .. } => kv::read(view, space, namespace, op, limits),
     }
+}
+
+/// Stores `policy` as the group's replication policy in `space` (applying a
+/// [`Proposal::Policy`]). Deterministic, like [`apply`].
+pub fn apply_policy(
+    db: &DB,
+    space: &KeySpace,
+    policy: &GroupPolicy,
+    batch: &mut WriteBatch,
+) -> Result<WriteResult, ApiError> {
+    let bytes = postcard::to_allocvec(policy)
+        .map_err(|e| ApiError::Internal(format!("encoding the group policy: {e}")))?;
+    batch.put_cf(data_cf(db)?, space.group_key(GroupKey::Policy), bytes);
+    Ok(WriteResult::Done)
+}
+
+/// The group's replication policy in `space` (`None`: never set, the defaults apply).
+pub fn group_policy(view: &impl KvView, space: &KeySpace) -> Result<Option<GroupPolicy>, ApiError> {
+    view.get(&space.group_key(GroupKey::Policy))?
+        .map(|bytes| {
+            postcard::from_bytes(&bytes).map_err(|e| {
+                ApiError::Internal(format!(
+                    "the group policy of shard {} does not decode: {e}",
+                    space.shard
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// The ownership record of namespace `ns` in `space` (`None`: never adopted nor dropped).

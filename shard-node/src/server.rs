@@ -13,14 +13,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cairn_wire::api::{
-    ApiError, Consistency, Epoch, Namespace, ReadOp, ReadResult, Request, Response, ShardId,
+    ApiError, Consistency, Epoch, GroupPolicy, Namespace, ReadOp, ReadResult, Request, Response,
+    ShardId,
 };
 use cairn_wire::catalog::ManagerRequest;
 use cairn_wire::frame::{self, FrameError};
 use cairn_wire::peer::{PeerFrame, PeerStreamHeader};
 use cairn_wire::tls::{self, PeerRole};
 use crossbeam_channel::{Sender, TrySendError};
-use raft_core::{LogIndex, NodeId};
+use raft_core::{CommitRule, LeaderPolicy, LogIndex, NodeId};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -295,7 +296,7 @@ impl Service {
         let request_name = request.name();
         let admin = match &request {
             Request::Write { op, .. } => op.is_admin(),
-            Request::CreateReplica { .. } => true,
+            Request::CreateReplica { .. } | Request::SetGroupPolicy { .. } => true,
             _ => false,
         };
         if admin && role != PeerRole::Node {
@@ -397,6 +398,22 @@ impl Service {
                 )
                 .await??;
                 Ok(Response::Done)
+            }
+            Request::SetGroupPolicy { shard, policy } => {
+                validate_group_policy(&policy)?;
+                self.known(shard)?;
+                let (index, result) = self
+                    .ask(
+                        |reply| Event::SetPolicy {
+                            shard,
+                            policy,
+                            reply,
+                        },
+                        self.commit_timeout + Duration::from_secs(1),
+                        ApiError::NoQuorum { proposed: true },
+                    )
+                    .await??;
+                Ok(Response::Write { index, result })
             }
             Request::Manager(_) => Err(ApiError::InvalidArgument(format!(
                 "{request_name} is served by managers"
@@ -553,6 +570,45 @@ fn read_at(
     };
     let result = nsm::read(&view, &space, managed, namespace, epoch, op, limits)?;
     Ok((result, applied.index))
+}
+
+/// The most commit groups (required sites) a group policy may name.
+const POLICY_GROUPS_MAX: usize = 16;
+/// The most nodes a policy may name in one group or as preferred leaders.
+const POLICY_NODES_MAX: usize = 64;
+
+/// Checks the bounds and the shape of a group policy before it takes a log entry.
+fn validate_group_policy(policy: &GroupPolicy) -> Result<(), ApiError> {
+    let invalid = |what: String| Err(ApiError::InvalidArgument(what));
+    if let CommitRule::MajorityAndGroups(groups) = &policy.commit {
+        if groups.len() > POLICY_GROUPS_MAX {
+            return invalid(format!(
+                "at most {POLICY_GROUPS_MAX} commit groups, got {}",
+                groups.len()
+            ));
+        }
+        if groups
+            .iter()
+            .any(|g| g.is_empty() || g.len() > POLICY_NODES_MAX)
+        {
+            return invalid(format!(
+                "every commit group needs 1 to {POLICY_NODES_MAX} nodes"
+            ));
+        }
+        if policy.group_sites.len() != groups.len() {
+            return invalid("one site label per commit group".into());
+        }
+    } else if !policy.group_sites.is_empty() {
+        return invalid("site labels without commit groups".into());
+    }
+    if let LeaderPolicy::Preferred(set) = &policy.leader
+        && (set.is_empty() || set.len() > POLICY_NODES_MAX)
+    {
+        return invalid(format!(
+            "a preferred leader set needs 1 to {POLICY_NODES_MAX} nodes"
+        ));
+    }
+    Ok(())
 }
 
 fn error_of(response: &Response) -> Option<&ApiError> {

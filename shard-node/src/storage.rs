@@ -758,6 +758,7 @@ mod tests {
             replicas: vec![ReplicaAddr {
                 node: raft_core::NodeId(1),
                 addr: format!("127.0.0.1:{n}"),
+                site: "dc1".into(),
             }],
             managed: true,
         };

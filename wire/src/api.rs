@@ -8,7 +8,7 @@
 use std::fmt;
 use std::ops::Bound;
 
-use raft_core::{LogIndex, NodeId, Role, Term};
+use raft_core::{CommitRule, LeaderPolicy, LogIndex, NodeId, Role, Term};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{ManagerRequest, ManagerResponse};
@@ -48,6 +48,24 @@ pub struct ReplicaAddr {
     pub node: NodeId,
     /// Its QUIC address (`host:port`).
     pub addr: String,
+    /// Its site (datacenter) label; routers serve loose reads from replicas in their own site.
+    pub site: String,
+}
+
+/// The replication policy a shard's Raft group enforces, in the group's own terms (node ids).
+/// The manager derives it from the shard's site-level policy (see
+/// [`crate::catalog::ShardPolicy`]) and the sites of its replicas, and sends it with
+/// [`Request::SetGroupPolicy`]; it travels through the group's log, so every replica applies
+/// it at the same index, and snapshots carry it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPolicy {
+    /// When an entry is committed: a majority, or a majority and one replica of every group.
+    pub commit: CommitRule,
+    /// Which voters may lead.
+    pub leader: LeaderPolicy,
+    /// The site label of each group of [`CommitRule::MajorityAndGroups`], in the same order
+    /// (for error messages); empty for [`CommitRule::Majority`].
+    pub group_sites: Vec<String>,
 }
 
 /// The longest namespace name, in bytes.
@@ -533,6 +551,15 @@ pub enum Request {
         /// Every replica of the shard (this node among them).
         replicas: Vec<ReplicaAddr>,
     },
+    /// The manager sets the replication policy of a shard it created: the leader proposes it
+    /// through the log and answers [`Response::Write`] once it is applied. Only nodes may send
+    /// it.
+    SetGroupPolicy {
+        /// The shard.
+        shard: ShardId,
+        /// The policy.
+        policy: GroupPolicy,
+    },
     /// A request to the manager (or to a router, which forwards it).
     Manager(ManagerRequest),
     /// Who leads the shard, as this node knows it.
@@ -562,6 +589,7 @@ impl Request {
             Self::RoutedRead { op, .. } => op.name(),
             Self::RoutedWrite { op, .. } => op.name(),
             Self::CreateReplica { .. } => "create_replica",
+            Self::SetGroupPolicy { .. } => "set_group_policy",
             Self::Manager(request) => request.name(),
         }
     }
@@ -731,6 +759,29 @@ pub enum ApiError {
     /// The caller's certificate does not allow this request.
     #[error("not authorized: {0}")]
     NotAuthorized(String),
+    /// The shard's commit rule needs an acknowledgement from a replica in `site`
+    /// (`majority+all-sites`), and no replica there is reachable from the leader. Nothing was
+    /// written; writes fail this way until the site is back.
+    #[error(
+        "site {site} unreachable: the shard's commit rule (majority+all-sites) needs a replica \
+         there and none answers the leader (nothing was written)"
+    )]
+    SiteUnreachable {
+        /// The site.
+        site: String,
+    },
+    /// The shard's leader is forced to `node` (Arakoon's forced master), which is not leading
+    /// now (down, unreachable or still electing itself). No other node will lead; nothing was
+    /// done. Retry once that node is back.
+    #[error(
+        "the shard's leader is forced to node {}, which is not leading now (down or \
+         unreachable); no other node may lead (nothing was done)",
+        .node.0
+    )]
+    ForcedLeaderDown {
+        /// The forced leader.
+        node: NodeId,
+    },
 }
 
 impl ApiError {
@@ -756,6 +807,8 @@ impl ApiError {
             Self::ObjectNotFound { .. } => "object_not_found",
             Self::Unavailable(_) => "unavailable",
             Self::NotAuthorized(_) => "not_authorized",
+            Self::SiteUnreachable { .. } => "site_unreachable",
+            Self::ForcedLeaderDown { .. } => "forced_leader_down",
         }
     }
 
@@ -773,7 +826,9 @@ impl ApiError {
             | Self::UnknownNamespace(_)
             | Self::InvalidManifest(_)
             | Self::Unavailable(_)
-            | Self::NotAuthorized(_) => true,
+            | Self::NotAuthorized(_)
+            | Self::SiteUnreachable { .. }
+            | Self::ForcedLeaderDown { .. } => true,
             // Assertion failures and missing keys are outcomes of an applied entry: nothing
             // changed, but it was decided by the log; retrying gives the same answer.
             Self::AssertionFailed { .. }

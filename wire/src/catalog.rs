@@ -122,6 +122,197 @@ pub struct ShardInfo {
     pub state: ShardState,
     /// How many namespaces are assigned to it.
     pub namespaces: u32,
+    /// Where its replicas go.
+    pub placement: PlacementPolicy,
+    /// Its commit rule and leader policy.
+    pub policy: ShardPolicy,
+    /// The home site of the namespaces it takes (`None`: namespaces without one).
+    pub home_site: Option<String>,
+    /// Whether its replicas run the policy in force (the manager pushes it to the shard and
+    /// records when the shard has applied it).
+    pub policy_applied: bool,
+}
+
+/// The most replicas a shard may have.
+pub const REPLICAS_MAX: u32 = 9;
+/// The most required sites of a placement policy.
+pub const REQUIRED_SITES_MAX: usize = 8;
+
+/// How many replicas a shard gets, and in which sites.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PlacementPolicy {
+    /// How many replicas (voters) a shard gets: 1 to [`REPLICAS_MAX`].
+    pub replicas: u32,
+    /// The fewest replicas each required site gets.
+    pub min_per_site: u32,
+    /// The sites that must hold replicas, sorted and without duplicates. Empty: none is
+    /// required, and replicas spread over every site with room.
+    pub required_sites: Vec<String>,
+}
+
+impl Default for PlacementPolicy {
+    fn default() -> Self {
+        Self {
+            replicas: 3,
+            min_per_site: 1,
+            required_sites: Vec::new(),
+        }
+    }
+}
+
+impl PlacementPolicy {
+    /// Checks the policy: replica count, site labels, and that the required sites' minimums fit
+    /// in the replica count. Sorts and deduplicates nothing: duplicates are an error.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.replicas == 0 || self.replicas > REPLICAS_MAX {
+            return Err(format!(
+                "replicas must be 1 to {REPLICAS_MAX}, got {}",
+                self.replicas
+            ));
+        }
+        if self.required_sites.len() > REQUIRED_SITES_MAX {
+            return Err(format!(
+                "at most {REQUIRED_SITES_MAX} required sites, got {}",
+                self.required_sites.len()
+            ));
+        }
+        for site in &self.required_sites {
+            validate_site(site)?;
+        }
+        if self.required_sites.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("required sites must be sorted and distinct".into());
+        }
+        let needed = u64::from(self.min_per_site) * self.required_sites.len() as u64;
+        if needed > u64::from(self.replicas) {
+            return Err(format!(
+                "{} required sites with at least {} replicas each need {needed} replicas, more \
+                 than the {} a shard gets",
+                self.required_sites.len(),
+                self.min_per_site,
+                self.replicas
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for PlacementPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} replicas", self.replicas)?;
+        if !self.required_sites.is_empty() {
+            write!(
+                f,
+                ", at least {} in each of {}",
+                self.min_per_site,
+                self.required_sites.join(",")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// When a shard acknowledges a write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CommitPolicy {
+    /// Durable on a majority of the replicas.
+    #[default]
+    Majority,
+    /// Durable on a majority and on at least one replica in every required site of the
+    /// shard's placement (every site holding a replica, when none is required).
+    MajorityAllSites,
+}
+
+impl fmt::Display for CommitPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Majority => "majority",
+            Self::MajorityAllSites => "majority+all-sites",
+        })
+    }
+}
+
+impl std::str::FromStr for CommitPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "majority" => Ok(Self::Majority),
+            "majority+all-sites" => Ok(Self::MajorityAllSites),
+            other => Err(format!(
+                "unknown commit rule {other:?}: use majority or majority+all-sites"
+            )),
+        }
+    }
+}
+
+/// Which replica leads a shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LeaderPreference {
+    /// Any replica.
+    #[default]
+    Any,
+    /// A replica in this site whenever one is healthy and caught up: leadership moves there
+    /// (by leader transfer) and stays.
+    Preferred(String),
+    /// Only this node ever leads (Arakoon's forced master); writes fail fast while it is down.
+    Forced(NodeId),
+}
+
+impl fmt::Display for LeaderPreference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any"),
+            Self::Preferred(site) => write!(f, "preferred({site})"),
+            Self::Forced(node) => write!(f, "forced({})", node.0),
+        }
+    }
+}
+
+impl std::str::FromStr for LeaderPreference {
+    type Err = String;
+
+    /// `any`, `preferred(SITE)` or `forced(NODE_ID)`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage =
+            || format!("unknown leader policy {s:?}: use any, preferred(SITE) or forced(NODE_ID)");
+        if s == "any" {
+            return Ok(Self::Any);
+        }
+        let inner = |prefix: &str| {
+            s.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(')'))
+                .map(str::to_owned)
+        };
+        if let Some(site) = inner("preferred(") {
+            validate_site(&site)?;
+            return Ok(Self::Preferred(site));
+        }
+        if let Some(node) = inner("forced(") {
+            let id: u64 = node
+                .parse()
+                .map_err(|_| format!("forced({node}): the node id must be a number"))?;
+            if id == 0 {
+                return Err("forced(0): node ids start at 1".into());
+            }
+            return Ok(Self::Forced(NodeId(id)));
+        }
+        Err(usage())
+    }
+}
+
+/// A shard's replication policy, in site terms.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShardPolicy {
+    /// When writes are acknowledged.
+    pub commit: CommitPolicy,
+    /// Who leads.
+    pub leader: LeaderPreference,
+}
+
+impl fmt::Display for ShardPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "commit {}, leader {}", self.commit, self.leader)
+    }
 }
 
 /// Where a namespace is in its life.
@@ -158,26 +349,31 @@ pub struct NamespaceInfo {
     pub epoch: Epoch,
     /// Its state.
     pub state: NamespaceState,
-    /// The site it should be served from, when it has one.
+    /// The site it should be served from, when it has one: its shard prefers a leader there.
     pub home_site: Option<String>,
+    /// The placement it asked for (`None`: the cluster default).
+    pub placement: Option<PlacementPolicy>,
     /// When it was created, in milliseconds since the Unix epoch.
     pub created_at_ms: u64,
 }
 
-/// The catalog's policies.
+/// The catalog's policies: the cluster's defaults for new shards.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policies {
     /// How many namespaces a shard takes before the manager adds a new shard.
     pub namespaces_per_shard: u32,
-    /// How many replicas a new shard gets.
-    pub replicas_per_shard: u32,
+    /// Where a new shard's replicas go (a namespace may ask for another placement).
+    pub placement: PlacementPolicy,
+    /// The commit rule of new shards.
+    pub commit: CommitPolicy,
 }
 
 impl Default for Policies {
     fn default() -> Self {
         Self {
             namespaces_per_shard: 50,
-            replicas_per_shard: 3,
+            placement: PlacementPolicy::default(),
+            commit: CommitPolicy::Majority,
         }
     }
 }
@@ -237,6 +433,8 @@ pub enum ManagerRequest {
         name: Namespace,
         /// The site it should be served from.
         home_site: Option<String>,
+        /// Where its shard's replicas go (`None`: the cluster default).
+        placement: Option<PlacementPolicy>,
     },
     /// Delete a namespace and its data; answers when it is gone and the name is reusable.
     DeleteNamespace {
@@ -254,6 +452,19 @@ pub enum ManagerRequest {
     ListShards,
     /// Every host.
     ListHosts,
+    /// The cluster's policies.
+    Policies,
+    /// Replace the cluster's policies (defaults for shards created from now on).
+    SetPolicies(Policies),
+    /// Change a shard's commit rule and/or leader policy; answers once the shard applied it.
+    SetShardPolicy {
+        /// The shard.
+        shard: ShardId,
+        /// The new commit rule (`None`: unchanged).
+        commit: Option<CommitPolicy>,
+        /// The new leader policy (`None`: unchanged).
+        leader: Option<LeaderPreference>,
+    },
     /// The routing table, once.
     Routing,
     /// The routing table, then its changes as they happen (the stream stays open).
@@ -271,6 +482,9 @@ impl ManagerRequest {
             Self::ShowNamespace { .. } => "show_namespace",
             Self::ListShards => "list_shards",
             Self::ListHosts => "list_hosts",
+            Self::Policies => "policies",
+            Self::SetPolicies(_) => "set_policies",
+            Self::SetShardPolicy { .. } => "set_shard_policy",
             Self::Routing => "routing",
             Self::Watch => "watch",
         }
@@ -295,6 +509,8 @@ pub enum ManagerResponse {
     Shards(Vec<ShardInfo>),
     /// Hosts.
     Hosts(Vec<HostInfo>),
+    /// The cluster's policies.
+    Policies(Policies),
     /// The whole routing table.
     Routing(RoutingTable),
     /// A change of it.
@@ -311,5 +527,48 @@ mod tests {
         assert!(validate_site("").is_err());
         assert!(validate_site("dc 1").unwrap_err().contains("' '"));
         assert!(validate_site(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn placement_policies_are_checked() {
+        let policy = |replicas, min_per_site, sites: &[&str]| PlacementPolicy {
+            replicas,
+            min_per_site,
+            required_sites: sites.iter().map(|s| s.to_string()).collect(),
+        };
+        policy(3, 1, &["a", "b"]).validate().unwrap();
+        policy(4, 2, &["a", "b"]).validate().unwrap();
+        assert!(policy(0, 1, &[]).validate().is_err());
+        assert!(policy(10, 1, &[]).validate().is_err());
+        assert!(
+            policy(3, 2, &["a", "b"])
+                .validate()
+                .unwrap_err()
+                .contains("need 4")
+        );
+        assert!(policy(3, 1, &["b", "a"]).validate().is_err());
+        assert!(policy(3, 1, &["a", "a"]).validate().is_err());
+        assert!(policy(3, 1, &["a b"]).validate().is_err());
+    }
+
+    #[test]
+    fn policies_parse_and_print() {
+        for text in ["majority", "majority+all-sites"] {
+            assert_eq!(text.parse::<CommitPolicy>().unwrap().to_string(), text);
+        }
+        for text in ["any", "preferred(dc-2)", "forced(3)"] {
+            assert_eq!(text.parse::<LeaderPreference>().unwrap().to_string(), text);
+        }
+        assert!("quorum".parse::<CommitPolicy>().is_err());
+        for bad in [
+            "preferred()",
+            "preferred(a b)",
+            "forced(x)",
+            "forced(0)",
+            "forced(1",
+            "all",
+        ] {
+            assert!(bad.parse::<LeaderPreference>().is_err(), "{bad}");
+        }
     }
 }

@@ -148,6 +148,7 @@ impl FakeShard {
         ReplicaAddr {
             node: self.node,
             addr: self.addr.to_string(),
+            site: "dc1".into(),
         }
     }
 
@@ -302,6 +303,7 @@ pub fn info(route: &NamespaceRoute, state: NamespaceState) -> NamespaceInfo {
         epoch: route.epoch,
         state,
         home_site: None,
+        placement: None,
         created_at_ms: 0,
     }
 }
