@@ -617,9 +617,10 @@ impl Host {
         };
         let leader = replica.raw.leader();
         if let LeaderPolicy::Forced(forced) = replica.policy.leader
-            && leader != forced
+            && (leader != forced || !self.heard_recently(forced))
         {
-            // Only the forced node may lead: while it does not, nothing can be done anywhere.
+            // Only the forced node may lead: while it does not (or has gone silent, and a
+            // follower still names it), nothing can be done anywhere.
             return ApiError::ForcedLeaderDown { node: forced };
         }
         if leader == NodeId::NONE {
@@ -630,6 +631,16 @@ impl Host {
                 leader: self.leader_hint(leader),
             }
         }
+    }
+
+    /// Whether `node` (this one, or a peer host heard from within an election timeout) is alive.
+    fn heard_recently(&self, node: NodeId) -> bool {
+        let window = self.tick * self.timing.election_timeout_ticks;
+        node == self.id
+            || self
+                .last_heard
+                .get(&node)
+                .is_some_and(|t| t.elapsed() < window)
     }
 
     /// Whether a majority of the shard's voters (this node included) was heard from within an

@@ -360,3 +360,4 @@ pub fn scrape(addr: SocketAddr) -> String {
     body.to_string()
 }
 pub mod platform;
+pub mod sites;
