@@ -320,6 +320,7 @@ impl CairnCluster {
                 let request = Request::Manager(ManagerRequest::CreateNamespace {
                     name: name.clone(),
                     home_site: None,
+                    placement: None,
                 });
                 let last = match manager.request(request).await {
                     Ok(Response::Manager(ManagerResponse::Namespace(info))) => {
