@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cairn_client::LogIndex;
 use cairn_client::{Client, Consistency, Error};
-use cairn_wire::api::{ApiError, Namespace, Request, Response};
+use cairn_wire::api::{ApiError, Namespace, Request, Response, ShardId};
 use cairn_wire::catalog::{CommitPolicy, LeaderPreference, ManagerRequest, ManagerResponse};
 use support::sites::{SitePlatform, SiteShape, time};
 use support::{eventually, serial};
@@ -28,7 +28,7 @@ fn two_sites() -> SitePlatform {
     SitePlatform::start(&SiteShape {
         sites: vec!["a", "b"],
         rtt: RTT,
-        manager_site: "a",
+        manager_sites: vec!["a"],
         host_sites: vec!["a", "a", "b"],
         router_sites: vec!["a", "b"],
     })
@@ -75,7 +75,7 @@ fn api(e: &Error) -> Option<&ApiError> {
 async fn reads_are_served_in_the_routers_site_and_consistent_reads_follow_the_leader() {
     let _serial = serial().await;
     let p = two_sites();
-    let managers = p.client_of(&["manager"]);
+    let managers = p.managers();
     p.wait_hosts(&managers, 3).await;
     let shard = create(&p, &managers, "photos", "a").await;
     let [b_host] = p.host_ids_in("b")[..] else {
@@ -157,7 +157,7 @@ async fn reads_are_served_in_the_routers_site_and_consistent_reads_follow_the_le
 async fn all_sites_commit_fails_fast_when_a_site_is_cut_off_and_nothing_acknowledged_is_lost() {
     let _serial = serial().await;
     let mut p = two_sites();
-    let managers = p.client_of(&["manager"]);
+    let managers = p.managers();
     p.wait_hosts(&managers, 3).await;
     let shard = create(&p, &managers, "orders", "a").await;
     set_policy(
@@ -257,7 +257,7 @@ async fn all_sites_commit_fails_fast_when_a_site_is_cut_off_and_nothing_acknowle
 async fn a_forced_leader_that_is_down_stops_writes_and_no_other_node_leads() {
     let _serial = serial().await;
     let mut p = two_sites();
-    let managers = p.client_of(&["manager"]);
+    let managers = p.managers();
     p.wait_hosts(&managers, 3).await;
     let shard = create(&p, &managers, "forced", "a").await;
     let forced = 2u64;
@@ -322,6 +322,114 @@ async fn a_forced_leader_that_is_down_stops_writes_and_no_other_node_leads() {
         Ok(Response::Leader(Some(hint))) if hint.node.0 == forced
     ));
     status.close().await;
+    router_a.close().await;
+    managers.close().await;
+}
+
+/// Samples who leads `shard` every 100 ms for `window` and returns every leader seen in order
+/// (consecutive duplicates and leaderless samples removed).
+async fn leaders_over(p: &SitePlatform, shard: ShardId, window: Duration) -> Vec<u64> {
+    let mut seen: Vec<u64> = Vec::new();
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        let leaders = p.leaders(shard).await;
+        assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
+        if let [leader] = leaders[..]
+            && seen.last() != Some(&leader)
+        {
+            seen.push(leader);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sites_survive_losing_one_and_preferred_leaders_return_without_flapping() {
+    let _serial = serial().await;
+    // One manager, one host and one router per site: every shard has a replica in each.
+    let mut p = SitePlatform::start(&SiteShape {
+        sites: vec!["a", "b", "c"],
+        rtt: RTT,
+        manager_sites: vec!["a", "b", "c"],
+        host_sites: vec!["a", "b", "c"],
+        router_sites: vec!["a", "b"],
+    });
+    let managers = p.managers();
+    p.wait_hosts(&managers, 3).await;
+    let host_in = |site: &str| p.host_ids_in(site)[0].0;
+    let (host_a, host_b, host_c) = (host_in("a"), host_in("b"), host_in("c"));
+    let mut shards = Vec::new();
+    for (name, home, host) in [
+        ("na", "a", host_a),
+        ("nb", "b", host_b),
+        ("nc", "c", host_c),
+    ] {
+        let shard = create(&p, &managers, name, home).await;
+        p.wait_leader(shard, host, Duration::from_secs(20)).await;
+        shards.push((name, shard, host));
+    }
+    let distinct: std::collections::BTreeSet<_> = shards.iter().map(|(_, s, _)| *s).collect();
+    assert_eq!(distinct.len(), 3, "one shard per home site: {shards:?}");
+
+    let router_a = p.client_of(&["router-a"]);
+    let write_all = |tag: &'static str| {
+        let router = router_a.clone();
+        async move {
+            for name in ["na", "nb", "nc"] {
+                let ns = router.routed(Namespace::new(name).unwrap());
+                ns.set(tag, tag).await.map_err(|e| format!("{name}: {e}"))?;
+                let read = ns
+                    .get(tag, Consistency::Consistent)
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))?;
+                assert_eq!(read.value, tag.as_bytes());
+            }
+            Ok::<(), String>(())
+        }
+    };
+    write_all("before").await.unwrap();
+
+    // Lose site c: its shard elects a leader in a or b, and every shard keeps serving.
+    p.bed.partition("c").unwrap();
+    let (_, shard_c, _) = shards[2];
+    eventually(
+        Duration::from_secs(20),
+        "shard nc led outside c",
+        || async {
+            let leaders = p.leaders(shard_c).await;
+            (leaders.len() == 1 && leaders[0] != host_c).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "every shard serves without c",
+        || async { write_all("during").await.ok() },
+    )
+    .await;
+    // The shards led in a and b never moved.
+    assert_eq!(p.leaders(shards[0].1).await, [host_a]);
+    assert_eq!(p.leaders(shards[1].1).await, [host_b]);
+
+    // c returns: nc's leadership moves back to c, once, and stays.
+    p.bed.heal("c").unwrap();
+    let healed = Instant::now();
+    p.wait_leader(shard_c, host_c, Duration::from_secs(20))
+        .await;
+    eprintln!(
+        "leadership of shard {shard_c} back in c {:?} after the heal",
+        healed.elapsed()
+    );
+    for (name, shard, host) in &shards {
+        let seen = leaders_over(&p, *shard, Duration::from_secs(4)).await;
+        assert_eq!(
+            seen,
+            [*host],
+            "{name}: leaders seen after the return: {seen:?}"
+        );
+    }
+    write_all("after").await.unwrap();
     router_a.close().await;
     managers.close().await;
 }

@@ -25,8 +25,8 @@ use shard_node::config::{ManagerLink, PeerConfig, TlsConfig};
 
 use super::{CAIRN, cairn, eventually, test_timing};
 
-/// The manager's node id.
-pub const MANAGER: u64 = 101;
+/// The first manager's node id (managers are 101, 102, ... in the order of their sites).
+pub const MANAGER_BASE: u64 = 101;
 
 /// One process of the platform.
 pub struct SiteProc {
@@ -38,12 +38,12 @@ pub struct SiteProc {
     pub pid: Option<u32>,
 }
 
-/// Where the processes go: the hosts' sites (host ids 1, 2, ... in order), the manager's site,
-/// and one router per listed site.
+/// Where the processes go: the managers' sites (one manager each, forming the catalog group),
+/// the hosts' sites (host ids 1, 2, ... in order), and one router per listed site.
 pub struct SiteShape {
     pub sites: Vec<&'static str>,
     pub rtt: Duration,
-    pub manager_site: &'static str,
+    pub manager_sites: Vec<&'static str>,
     pub host_sites: Vec<&'static str>,
     pub router_sites: Vec<&'static str>,
 }
@@ -51,7 +51,7 @@ pub struct SiteShape {
 pub struct SitePlatform {
     pub bed: Bed,
     pub dir: tempfile::TempDir,
-    /// By name: `manager`, `host-N`, `router-SITE`.
+    /// By name: `manager-N`, `host-N`, `router-SITE`.
     pub procs: BTreeMap<String, SiteProc>,
     identity: Identity,
 }
@@ -82,7 +82,16 @@ impl SitePlatform {
             }
         };
         let ip = |site: &str| -> IpAddr { bed.site_ip(site) };
-        let manager_addr = SocketAddr::new(ip(shape.manager_site), 7001);
+        let managers: Vec<(u64, &str, SocketAddr)> = shape
+            .manager_sites
+            .iter()
+            .enumerate()
+            .map(|(i, site)| {
+                let id = MANAGER_BASE + i as u64;
+                (id, *site, SocketAddr::new(ip(site), 7001 + i as u16))
+            })
+            .collect();
+        let manager_addrs: Vec<SocketAddr> = managers.iter().map(|(_, _, a)| *a).collect();
         let mut procs = BTreeMap::new();
         let mut add = |name: String, site: &str, subcommand, addr, text: String| {
             let config_path = dir.path().join(format!("{name}.toml"));
@@ -117,22 +126,27 @@ impl SitePlatform {
             capacity_replicas: 1000,
             manager: None,
         };
-        let manager = node(
-            MANAGER,
-            shape.manager_site,
-            manager_addr,
-            SocketAddr::new(ip(shape.manager_site), 9001),
-        );
-        add(
-            "manager".into(),
-            shape.manager_site,
-            "manager",
-            manager_addr,
-            format!(
-                "{}\n[catalog]\nhost_down_after_ms = 3000\nreconcile_interval_ms = 200\n",
-                toml::to_string(&manager).unwrap()
-            ),
-        );
+        for (i, (id, site, addr)) in managers.iter().enumerate() {
+            let mut manager = node(*id, site, *addr, SocketAddr::new(ip(site), 9001 + i as u16));
+            manager.peers = managers
+                .iter()
+                .map(|(id, _, addr)| PeerConfig {
+                    id: *id,
+                    addr: *addr,
+                    cert_name: None,
+                })
+                .collect();
+            add(
+                format!("manager-{id}"),
+                site,
+                "manager",
+                *addr,
+                format!(
+                    "{}\n[catalog]\nhost_down_after_ms = 3000\nreconcile_interval_ms = 200\n",
+                    toml::to_string(&manager).unwrap()
+                ),
+            );
+        }
         for (i, site) in shape.host_sites.iter().enumerate() {
             let id = i as u64 + 1;
             // Several hosts may share a site (and so an address): ports differ per host.
@@ -144,7 +158,7 @@ impl SitePlatform {
                 SocketAddr::new(ip(site), 9100 + id as u16),
             );
             config.manager = Some(ManagerLink {
-                addrs: vec![manager_addr],
+                addrs: manager_addrs.clone(),
                 heartbeat_interval_ms: 500,
             });
             add(
@@ -161,7 +175,7 @@ impl SitePlatform {
             let config = cairn_router::RouterConfig {
                 listen,
                 metrics_listen: SocketAddr::new(ip(site), 9201),
-                managers: vec![manager_addr.to_string()],
+                managers: manager_addrs.iter().map(ToString::to_string).collect(),
                 tls: {
                     let t = tls(&name);
                     cairn_router::config::TlsConfig {
@@ -234,6 +248,17 @@ impl SitePlatform {
 
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.procs[name].addr
+    }
+
+    /// A client of every manager.
+    pub fn managers(&self) -> Client {
+        let names: Vec<&str> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.subcommand == "manager")
+            .map(|(name, _)| name.as_str())
+            .collect();
+        self.client_of(&names)
     }
 
     /// A client of the given processes.
