@@ -15,6 +15,7 @@ mod machine;
 mod model;
 mod plot;
 mod report;
+mod sites;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,6 +58,10 @@ enum Command {
     /// Runs one workload against one system and prints the result and the CPU each process
     /// used (for profiling: the system stays up for `--seconds`).
     Run(RunArgs),
+    /// Multi-site latency on a two-site network bed (needs root): reads and writes through a
+    /// router in site b while the shard's leader is in site a, then after `preferred(b)` moves
+    /// it; prints p50/p90/p99/max per case and the raw site-to-site round trip.
+    Sites(sites::SitesArgs),
     /// Renders the report again from a `results.json`.
     Report {
         /// The results of a suite run.
@@ -226,6 +231,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => runtime.block_on(run_single(&args)),
+        Command::Sites(args) => {
+            let cairn_bin = cairn_binary(args.cairn_bin())?;
+            runtime.block_on(sites::run(&args, &cairn_bin))?;
+            Ok(())
+        }
         Command::Report { from, out } => {
             let report = report::load(&from)?;
             let out = out.unwrap_or_else(|| from.parent().unwrap_or(Path::new(".")).to_path_buf());
