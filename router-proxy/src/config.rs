@@ -9,7 +9,7 @@
 //! listen = "0.0.0.0:7300"            # QUIC, for storage proxies
 //! metrics_listen = "127.0.0.1:9300"  # plain HTTP /metrics
 //! managers = ["10.0.1.1:7000", "10.0.2.1:7000", "10.0.3.1:7000"]
-//! site = "dc1"
+//! site = "dc1"                       # any/at_least reads go to replicas here first
 //! request_timeout_ms = 4000
 //!
 //! [tls]
@@ -54,7 +54,10 @@ pub struct RouterConfig {
     pub managers: Vec<String>,
     /// The cluster CA, the router's certificate (role node) and its key (PEM files).
     pub tls: TlsConfig,
-    /// The site (datacenter) the router runs in.
+    /// The site (datacenter) the router runs in, as the manager labels hosts. With it, `Any`
+    /// and `AtLeast` reads the manifest cache cannot answer go first to a replica of the shard
+    /// in this site, when the shard has one (see [`crate::locality`]); `Consistent` reads and
+    /// writes go to the leader either way. Without it, every read goes the leader's way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
     /// The bound on one request, manager lookups and retries at the shard included.

@@ -12,6 +12,8 @@
 //!         │ miss / WrongShard: ShowNamespace, Routing ──► manager (upstream.rs)
 //!         ▼
 //!   GetManifests the consistency lets the manifest cache (cache.rs) answer: answered here;
+//!   Any/AtLeast reads ──Read{shard, epoch}──► a replica in the router's site, if any
+//!                          (locality.rs picks; not served: on to the line below)
 //!   everything else ──Read/Write{shard, epoch}──► the shard's replicas
 //!                          (upstream.rs: one cairn-client per shard, follows leaders)
 //! ```
@@ -28,6 +30,17 @@
 //! 3. **Forward** as `Read`/`Write` with the shard and the epoch it routed by. The shard's
 //!    client follows `NotLeader` hints and retries what is safe. Answers pass back unchanged;
 //!    manifests in them (and manifests written through) fill the cache.
+//!
+//!    **Site-aware reads** ([`locality`]): a router with a `site` sends `Any` and `AtLeast`
+//!    reads to a replica of the shard in its site when there is one (turn by turn over several;
+//!    one that failed lately is skipped for a few seconds), once, with a short timeout. Any
+//!    replica may serve such reads (a follower serves `AtLeast(i)` once it has applied `i`, so
+//!    the index a write returned still reads that write), so no guarantee changes; the read
+//!    stays in the site instead of crossing to the leader. If that replica cannot serve it
+//!    (unreachable, busy, not hosting the shard, behind the index asked for), the read is sent
+//!    on the usual way; an answer any replica would give (`NotFound`, ...) is the answer.
+//!    `Consistent` reads and writes always go to the leader. Without a `site`, or for a shard
+//!    with no usable replica in it, nothing changes.
 //! 4. **Correct.** A shard that does not serve the namespace at that epoch says `WrongShard`:
 //!    the router asks the manager again and, if the route changed, sends the request once more
 //!    (nothing was done the first time, so this is safe even for writes).
@@ -40,8 +53,9 @@
 //! # Modules
 //!
 //! - [`config`]: the TOML configuration.
-//! - [`routes`] and [`cache`]: the pure cores (route table; consistency rule and bounded
-//!   manifest cache), tested without a network.
+//! - [`routes`], [`cache`] and [`locality`]: the pure cores (route table; consistency rule and
+//!   bounded manifest cache; which local replica a read tries and what its failure means),
+//!   tested without a network.
 //! - `router`, `upstream`, `server`, `watch`: the driver (request logic, clients of the
 //!   manager and the shards, the QUIC listener, the watch task).
 //! - [`metrics`]: what `/metrics` exports.
@@ -50,6 +64,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod locality;
 pub mod metrics;
 mod router;
 pub mod routes;

@@ -15,10 +15,19 @@
 //! | `cairn_router_manifest_cache_misses_total` | counter | `Any`/`AtLeast` ones it could not |
 //! | `cairn_router_manifest_cache_entries` | gauge | |
 //! | `cairn_router_manifest_cache_bytes` | gauge | estimated memory |
+//! | `cairn_router_shard_reads_total` | counter | `locality` (`local`, `remote`) |
+//! | `cairn_router_local_read_fallbacks_total` | counter | local attempts sent on |
 //! | `cairn_router_in_flight_requests` | gauge | |
 //! | `cairn_router_connections_open` | gauge | |
 //! | `cairn_router_connections_refused_total` | counter | `reason` |
 //! | `cairn_router_frames_rejected_total` | counter | `reason` |
+//!
+//! A read sent to a shard counts once in `cairn_router_shard_reads_total`, by the replica it
+//! went to first: `local` when that replica is in the router's site (a loose read to a local
+//! replica, or a read to a leader that happens to be local), `remote` otherwise (always, with no
+//! `site` configured). A local attempt the replica could not serve (unreachable, too slow,
+//! behind the read) and that was sent on to the shard's usual path also counts in
+//! `cairn_router_local_read_fallbacks_total`.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -27,6 +36,8 @@ use std::time::Duration;
 use cairn_wire::api::ApiError;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+use crate::locality::Locality;
 
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -116,6 +127,16 @@ pub(crate) fn manifest_cache_hit() {
 /// A manifest read the cache was asked about went to the shard.
 pub(crate) fn manifest_cache_miss() {
     counter!("cairn_router_manifest_cache_misses_total").increment(1);
+}
+
+/// A read was forwarded to a shard; `locality` says where it went first.
+pub(crate) fn shard_read(locality: Locality) {
+    counter!("cairn_router_shard_reads_total", "locality" => locality.label()).increment(1);
+}
+
+/// A read tried at a local replica was sent on to the shard's usual path.
+pub(crate) fn local_read_fallback() {
+    counter!("cairn_router_local_read_fallbacks_total").increment(1);
 }
 
 /// The manifest cache's size after a change.

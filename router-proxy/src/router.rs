@@ -1,7 +1,8 @@
 //! What the router does with one request: resolve the namespace from the route cache (asking
 //! the manager on a miss), answer manifest reads from the cache when the consistency allows,
-//! forward everything else to the shard with the epoch it routed by, and correct its route when
-//! the shard says `WrongShard`.
+//! forward everything else to the shard with the epoch it routed by (loose reads to a replica
+//! in the router's site first, see [`crate::locality`]), and correct its route when the shard
+//! says `WrongShard` (whichever replica said it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

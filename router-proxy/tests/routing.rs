@@ -106,6 +106,15 @@ async fn lookups(router: &RouterUnderTest, reason: &str) -> f64 {
     .await
 }
 
+async fn fallbacks(router: &RouterUnderTest) -> f64 {
+    metric(
+        router.metrics,
+        "cairn_router_local_read_fallbacks_total",
+        &[],
+    )
+    .await
+}
+
 async fn wait_for_version(router: &RouterUnderTest, version: u64) {
     eventually(
         Duration::from_secs(10),
@@ -230,7 +239,11 @@ async fn requests_are_routed_by_the_watched_table_and_corrected_by_the_manager()
     assert_eq!(manager.count("routing"), 1);
 
     // The namespace moved and the router was not told: the shard's WrongShard makes it ask the
-    // manager and retry once at the new shard and epoch.
+    // manager and retry once at the new shard and epoch. Every replica here is in the router's
+    // site, so the read goes to one of them first; its WrongShard names no epoch, which a
+    // replica that has not applied the adoption yet would say too, so the router first sends
+    // the read on the usual way (to the leader, here the same replica), and corrects its route
+    // only when that says WrongShard as well.
     owned_2.lock().unwrap().remove(&ns("videos"));
     owned_1.lock().unwrap().insert(ns("videos"), Epoch(4));
     manager.set_namespace(info(
@@ -238,7 +251,8 @@ async fn requests_are_routed_by_the_watched_table_and_corrected_by_the_manager()
         NamespaceState::Active,
     ));
     assert_eq!(get(&client, "videos").await.unwrap(), "shard-1");
-    assert_eq!(routed(&replica_2), vec![(ShardId(2), Some(Epoch(1)))]);
+    assert_eq!(routed(&replica_2), vec![(ShardId(2), Some(Epoch(1))); 2]);
+    assert_eq!(fallbacks(&router).await, 1.0);
     let at_1: Vec<_> = [routed(&follower_1), routed(&leader_1)].concat();
     assert_eq!(at_1, vec![(ShardId(1), Some(Epoch(4)))]);
     assert_eq!(lookups(&router, "wrong_shard").await, 1.0);
@@ -248,6 +262,21 @@ async fn requests_are_routed_by_the_watched_table_and_corrected_by_the_manager()
         1.0,
         "corrected for good"
     );
+
+    // A replica that owns the namespace at a newer epoch proves the route stale: the router
+    // asks the manager at once, without sending the read on first.
+    owned_2.lock().unwrap().insert(ns("burst"), Epoch(2));
+    manager.set_namespace(info(
+        &namespace_route("burst", 2, 2),
+        NamespaceState::Active,
+    ));
+    assert_eq!(get(&client, "burst").await.unwrap(), "shard-2");
+    assert_eq!(
+        routed(&replica_2),
+        vec![(ShardId(2), Some(Epoch(1))), (ShardId(2), Some(Epoch(2)))]
+    );
+    assert_eq!(lookups(&router, "wrong_shard").await, 2.0);
+    assert_eq!(fallbacks(&router).await, 1.0);
 
     // When the manager agrees with the route, the shard's WrongShard stands.
     owned_2.lock().unwrap().remove(&ns("fresh"));
@@ -262,8 +291,10 @@ async fn requests_are_routed_by_the_watched_table_and_corrected_by_the_manager()
         ),
         "{err:?}"
     );
-    assert_eq!(lookups(&router, "wrong_shard").await, 2.0);
-    assert_eq!(routed(&replica_2).len(), 1, "no second attempt");
+    assert_eq!(lookups(&router, "wrong_shard").await, 3.0);
+    // The local attempt and the usual path's; none after the manager's lookup.
+    assert_eq!(routed(&replica_2).len(), 2, "no attempt after the lookup");
+    assert_eq!(fallbacks(&router).await, 2.0);
     owned_2.lock().unwrap().insert(ns("fresh"), Epoch(2));
 
     // A change on the watch re-routes without any lookup.

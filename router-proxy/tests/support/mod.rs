@@ -1,11 +1,14 @@
 //! Fakes and helpers for the router's tests: a fake manager and fake shards speaking the real
-//! protocol on real QUIC sockets with real certificates, a router started in-process with
-//! [`cairn_router::run`], and `/metrics` scraping.
+//! protocol on real QUIC sockets with real certificates, real shard nodes in child processes
+//! ([`nodes`]), a router started in-process with [`cairn_router::run`], and `/metrics`
+//! scraping.
 //!
 //! The Prometheus recorder is process-wide: each test file starts exactly one router (in one
 //! test function), so each test binary has its own recorder and counters.
 
 #![allow(dead_code, unreachable_pub)]
+
+pub mod nodes;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -51,6 +54,26 @@ impl Pki {
         std::fs::write(dir.path().join("router.pem"), &router.cert_pem).unwrap();
         std::fs::write(dir.path().join("router.key"), &router.key_pem).unwrap();
         Self { dir, ca }
+    }
+
+    /// Writes a certificate of `role` for `name` and its key into `dir`; returns the paths of
+    /// the CA, the certificate and the key.
+    pub fn write_identity(
+        &self,
+        role: PeerRole,
+        name: &str,
+        dir: &std::path::Path,
+    ) -> [std::path::PathBuf; 3] {
+        let pair = certs::issue(&self.ca, role, name, &[]).unwrap();
+        let paths = [
+            dir.join("ca.pem"),
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        ];
+        std::fs::write(&paths[0], &self.ca.cert_pem).unwrap();
+        std::fs::write(&paths[1], &pair.cert_pem).unwrap();
+        std::fs::write(&paths[2], &pair.key_pem).unwrap();
+        paths
     }
 
     pub fn identity(&self, role: PeerRole, name: &str) -> Identity {
