@@ -201,12 +201,10 @@ pub(crate) async fn run(args: &SitesArgs, cairn_bin: &Path) -> anyhow::Result<Si
 }
 
 async fn measure(args: &SitesArgs, p: &mut SitePlatform) -> anyhow::Result<SitesReport> {
-    let mut raw = Vec::new();
-    raw.push(Case::from_probe("udp a <-> b", &p.probe(SITE_A, SITE_B)?));
-    raw.push(Case::from_probe(
-        "udp ops -> b",
-        &p.probe(SITE_B, cairn_netbed::OPS)?,
-    ));
+    let raw = vec![
+        Case::from_probe("udp a <-> b", &p.probe(SITE_A, SITE_B)?),
+        Case::from_probe("udp ops -> b", &p.probe(SITE_B, cairn_netbed::OPS)?),
+    ];
 
     println!("waiting for the hosts to register");
     p.wait_hosts().await?;
