@@ -35,12 +35,7 @@ fn two_sites() -> SitePlatform {
 }
 
 /// Creates namespace `name` with home site `home` and returns its shard.
-async fn create(
-    p: &SitePlatform,
-    managers: &Client,
-    name: &str,
-    home: &str,
-) -> cairn_wire::api::ShardId {
+async fn create(p: &SitePlatform, managers: &Client, name: &str, home: &str) -> ShardId {
     let request = ManagerRequest::CreateNamespace {
         name: Namespace::new(name).unwrap(),
         home_site: Some(home.into()),
@@ -55,7 +50,7 @@ async fn create(
 async fn set_policy(
     p: &SitePlatform,
     managers: &Client,
-    shard: cairn_wire::api::ShardId,
+    shard: ShardId,
     commit: Option<CommitPolicy>,
     leader: Option<LeaderPreference>,
 ) {
