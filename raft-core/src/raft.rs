@@ -345,7 +345,8 @@ impl<S: Storage> Raft<S> {
         if self.transfer_target.is_some() {
             self.transfer_elapsed += 1;
             if self.transfer_elapsed >= self.cfg.election_timeout_ticks {
-                // The target did not take over in time: give up and take proposals again.
+                // The target did not take over in time: give up and take proposals again
+                // (unless the policy forces another node, see `check_proposal`).
                 self.transfer_target = NodeId::NONE;
                 self.transfer_elapsed = 0;
             }
@@ -359,6 +360,7 @@ impl<S: Storage> Raft<S> {
             }
             self.retry_stale_snapshots();
             self.move_toward_preferred_leader();
+            self.hand_over_to_forced_leader();
             for (id, pr) in &mut self.progress {
                 if *id != self.id {
                     pr.recent_active = false;
@@ -738,12 +740,16 @@ impl<S: Storage> Raft<S> {
                     },
                 );
             }
-            MessageBody::RequestVote { pre_vote: true, .. } => {
+            MessageBody::RequestVote { pre_vote, .. } => {
+                // Refuse with our term (Figure 2), so a candidate of an older term catches up
+                // at once. Without it, the candidate only learns the term by campaigning past
+                // it, one election timeout per term — and when the leader policy lets no other
+                // node campaign (`Forced`), nothing else would ever teach it.
                 self.send(
                     m.from,
                     MessageBody::RequestVoteResponse {
                         granted: false,
-                        pre_vote: true,
+                        pre_vote,
                     },
                 );
             }
@@ -1073,6 +1079,10 @@ impl<S: Storage> Raft<S> {
                 target: self.transfer_target,
             });
         }
+        if let Some(forced) = self.forced_elsewhere() {
+            // A leader the policy forbids only hands over (see `set_leader_policy`).
+            return Err(Error::TransferInProgress { target: forced });
+        }
         // At least one batch may always be pending, whatever its size, so a large entry is not
         // refused forever.
         if self.uncommitted_bytes > 0
@@ -1265,13 +1275,61 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn set_leader_policy(&mut self, policy: LeaderPolicy) {
         self.cfg.leader_policy = policy;
         self.randomize_election_timeout();
-        if self.role == Role::Leader
-            && !self.is_preferred(self.id)
-            && matches!(self.cfg.leader_policy, LeaderPolicy::Forced(_))
-        {
-            // Only the forced node may lead: step down at once.
+        match self.role {
+            Role::Leader => {
+                let Some(forced) = self.forced_elsewhere() else {
+                    return;
+                };
+                if self.conf.voters.contains(&forced) && !self.has_whole_log(forced) {
+                    // Stepping down now would strand the group: every node that adopts the
+                    // policy refuses to lead or to vote for anyone but `forced`, and `forced`
+                    // cannot win while a majority holds entries it lacks — nobody would be left
+                    // to send them. Lead on only to hand over: take no proposals, bring it up to
+                    // date, then tell it to campaign (retried until it takes over).
+                    self.start_transfer(forced);
+                } else {
+                    // It can win at once (or can never lead): step down.
+                    let term = self.term;
+                    self.become_follower(term, NodeId::NONE);
+                }
+            }
+            Role::PreCandidate | Role::Candidate if !self.promotable() => {
+                // A campaign started before the policy forbade this node: abandon it. Votes in
+                // flight would otherwise still make it leader.
+                let term = self.term;
+                self.become_follower(term, NodeId::NONE);
+            }
+            Role::Follower | Role::PreCandidate | Role::Candidate => {}
+        }
+    }
+
+    /// The node the leader policy forces, when it is not this one.
+    fn forced_elsewhere(&self) -> Option<NodeId> {
+        match self.cfg.leader_policy {
+            LeaderPolicy::Forced(forced) if forced != self.id => Some(forced),
+            _ => None,
+        }
+    }
+
+    /// Whether `id` holds this leader's whole log.
+    fn has_whole_log(&self, id: NodeId) -> bool {
+        self.progress
+            .get(&id)
+            .is_some_and(|pr| pr.matched == self.log.last_index())
+    }
+
+    /// A leader the policy forbids (it adopted `Forced(other)` while leading, see
+    /// `set_leader_policy`) retries the hand-over at the end of every election timeout, and
+    /// steps down if the forced node is no longer a voter (then nobody can lead).
+    fn hand_over_to_forced_leader(&mut self) {
+        let Some(forced) = self.forced_elsewhere() else {
+            return;
+        };
+        if !self.conf.voters.contains(&forced) {
             let term = self.term;
             self.become_follower(term, NodeId::NONE);
+        } else if !self.transfer_target.is_some() {
+            self.start_transfer(forced);
         }
     }
 

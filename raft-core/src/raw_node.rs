@@ -209,7 +209,9 @@ impl<S: Storage> RawNode<S> {
         self.raft.set_commit_rule(rule);
     }
 
-    /// Changes the leader policy. A leader that the new policy forbids steps down.
+    /// Changes the leader policy. A campaign the new policy forbids is abandoned. A leader that
+    /// it forbids steps down, or, when the forced node lacks part of its log, hands leadership
+    /// over to it first and takes no proposals meanwhile (see [`LeaderPolicy::Forced`]).
     pub fn set_leader_policy(&mut self, policy: LeaderPolicy) {
         self.raft.set_leader_policy(policy);
     }

@@ -278,6 +278,12 @@ pub enum LeaderPolicy {
     Preferred(BTreeSet<NodeId>),
     /// Arakoon's forced master: only this node ever campaigns or is voted for. When it is down the
     /// group has no leader, and writes stop rather than fail over.
+    ///
+    /// Set at run time, the policy may reach a leader that is not the forced node. If the forced
+    /// node holds the leader's whole log, the leader steps down at once; otherwise it goes on
+    /// leading only to hand over — it takes no proposals ([`crate::Error::TransferInProgress`]),
+    /// brings the forced node up to date and tells it to campaign, retrying each election timeout
+    /// — because once the others have adopted the policy nobody else could bring it up to date.
     Forced(NodeId),
 }
 
