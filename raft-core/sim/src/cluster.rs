@@ -3,27 +3,32 @@
 //!
 //! Time is a number of simulated units (a tick is about 100, with a little drift per node). The
 //! run has three phases: faults (crashes, restarts, partitions, loss, duplication, reordering,
-//! membership changes, leader transfers, compactions), then heal (everything restarts and the
-//! network calms down), then a liveness window in which every client operation must complete, and
-//! a final convergence check.
+//! membership changes, leader transfers, compactions, policy changes), then heal (everything
+//! restarts, the network calms down, and direct policy changes are dropped), then a liveness
+//! window in which every client operation must complete, and a final convergence check.
+//!
+//! A scripted run ([`crate::script::ScriptedRun`]) uses the same cluster without the random fault
+//! schedule: a test drives it step by step.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use raft_core::{
-    ConfChange, ConfChangeStep, ConfState, Error, LogIndex, MemStorage, Message, NodeId, Role,
-    Storage,
+    CommitRule, ConfChange, ConfChangeStep, ConfState, Error, LeaderPolicy, LogIndex, MemStorage,
+    Message, NodeId, ProposalPosition, Role, Storage, Term,
 };
 
 use crate::invariants::{
-    Durability, ElectionSafety, ForcedLeader, LeaderCompleteness, StateMachineSafety, Violation,
-    check_log_matching,
+    CommitRuleDurability, Durability, ElectionSafety, ForcedLeader, LeaderCompleteness,
+    StateMachineSafety, Violation, check_log_matching,
 };
 use crate::kv::{Command, Write, WriteResult};
 use crate::linearizability::{self, Event as LinEvent, History, Op, Outcome, Verdict};
 use crate::network::{Network, NetworkOptions};
 use crate::node::{Answer, ReadyOutput, SimNode};
+use crate::policy::{Policy, describe_commit_rule, describe_leader_policy};
 use crate::rng::SimRng;
 use crate::scenario::Scenario;
+use crate::stall::{ElectionView, policy_stall};
 
 /// How one run is set up beyond what the seed decides.
 #[derive(Clone, Debug)]
@@ -32,9 +37,20 @@ pub struct RunOptions {
     pub fault_ticks: u64,
     /// Record a human-readable trace of the run.
     pub trace: bool,
+    /// Change commit rules and leader policies while the group runs: policy entries proposed
+    /// through the log (with or without the leader's early switch) and direct changes on some
+    /// nodes at a time.
+    pub policy_changes: bool,
     /// A deliberately injected core bug to enable (test-only feature).
     #[cfg(feature = "inject-bugs")]
     pub bug: Option<raft_core::InjectedBug>,
+    /// A deliberately wrong driver behaviour to enable (test-only feature).
+    #[cfg(feature = "inject-bugs")]
+    pub driver_bug: Option<crate::node::DriverBug>,
+    /// Switches the commit rule durability checker off (test-only feature), to show that the
+    /// other checkers still catch a commit without quorum on their own.
+    #[cfg(feature = "inject-bugs")]
+    pub skip_commit_rule_check: bool,
 }
 
 impl Default for RunOptions {
@@ -42,8 +58,13 @@ impl Default for RunOptions {
         Self {
             fault_ticks: 300,
             trace: false,
+            policy_changes: true,
             #[cfg(feature = "inject-bugs")]
             bug: None,
+            #[cfg(feature = "inject-bugs")]
+            driver_bug: None,
+            #[cfg(feature = "inject-bugs")]
+            skip_commit_rule_check: false,
         }
     }
 }
@@ -70,6 +91,10 @@ pub struct Report {
     pub linearizability_undecided: bool,
     /// The highest committed index.
     pub committed: LogIndex,
+    /// The run ended (or a client gave up after the heal) with no leader and no voter that its
+    /// leader policies let be elected (see [`crate::stall`]): liveness could not be expected,
+    /// and its checks were skipped. Not a violation; reported so it is not silently ignored.
+    pub policy_stall: Option<String>,
     /// The trace, when asked for.
     pub trace: Vec<String>,
 }
@@ -83,13 +108,17 @@ const SETTLE_UNITS: u64 = 40 * TICK_UNITS;
 const CLIENT_PHASE_UNITS: u64 = 90 * TICK_UNITS;
 /// The final convergence check runs this long after the heal.
 const FINAL_CHECK_UNITS: u64 = 120 * TICK_UNITS;
+/// The last stretch of the run in which leadership must have settled: the first leader change in
+/// it may be a late election; every later one must be a move the leader policy asks for (into the
+/// preferred set of the node that led); anything else is flapping.
+const STABLE_UNITS: u64 = 60 * TICK_UNITS;
 /// The linearizability search gives up (undecided, reported) after this many steps per key.
 const LINEARIZABILITY_STEPS_MAX: u64 = 5_000_000;
 /// A run that processes more events than this is reported as stuck.
 const EVENTS_MAX: u64 = 5_000_000;
 
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
     Tick(NodeId),
     Ready(NodeId),
     Deliver(Message),
@@ -102,6 +131,31 @@ enum Event {
     Fault,
     Heal,
     FinalCheck,
+    /// These nodes adopt this commit rule and/or leader policy now, as if they had applied a
+    /// change carrying them (see [`SimNode::set_policy`]). A `transient` change is a fault: it is
+    /// dropped when the run heals.
+    SetPolicy {
+        nodes: BTreeSet<NodeId>,
+        commit_rule: Option<CommitRule>,
+        leader_policy: Option<LeaderPolicy>,
+        transient: bool,
+    },
+    /// The leader, if there is one, proposes a policy entry (see [`SimNode::propose_policy`]).
+    ProposePolicy {
+        policy: Policy,
+        early_switch: bool,
+    },
+}
+
+/// A node became leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderChange {
+    /// Simulated time.
+    pub at: u64,
+    /// The new leader.
+    pub node: NodeId,
+    /// Its term.
+    pub term: Term,
 }
 
 #[derive(Clone, Debug)]
@@ -127,7 +181,7 @@ enum Slot {
     Crashed(Box<MemStorage>),
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     now: u64,
     seq: u64,
     queue: BTreeMap<(u64, u64), Event>,
@@ -147,12 +201,24 @@ struct Cluster {
     heal_at: u64,
     healed: bool,
     linearizability_undecided: bool,
+    /// Each running node's role and term as last seen, to catch the moment it changes.
+    roles: BTreeMap<NodeId, (Role, Term)>,
+    /// Every node that became leader, in order.
+    leader_changes: Vec<LeaderChange>,
+    /// Nodes some policy forced: never removed from the group (a group whose forced leader is
+    /// gone has no leader, by design).
+    forced_ever: BTreeSet<NodeId>,
+    /// The policy proposed last, which direct changes in the fault schedule often adopt early.
+    last_policy: Option<Policy>,
+    /// See [`Report::policy_stall`].
+    policy_stall: Option<String>,
     // Checkers.
     election_safety: ElectionSafety,
     forced_leader: ForcedLeader,
     leader_completeness: LeaderCompleteness,
     state_machine: StateMachineSafety,
     durability: Durability,
+    commit_rule: CommitRuleDurability,
     violations: Vec<Violation>,
     events: u64,
     ops_completed: u64,
@@ -176,18 +242,49 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
         terms_with_leader: cluster.election_safety.terms_with_leader(),
         linearizability_undecided: cluster.linearizability_undecided,
         committed: cluster.state_machine.max_committed(),
+        policy_stall: cluster.policy_stall,
         trace: cluster.trace,
     }
 }
 
 impl Cluster {
-    fn new(mut rng: SimRng, scenario: Scenario, options: RunOptions) -> Self {
-        let heal_at = options.fault_ticks * TICK_UNITS;
+    fn new(rng: SimRng, scenario: Scenario, options: RunOptions) -> Self {
+        let mut cluster = Self::build(rng, scenario, options, false);
+        let first_fault = cluster.rng.range(5 * TICK_UNITS, 30 * TICK_UNITS);
+        cluster.schedule(first_fault, Event::Fault);
+        cluster.schedule(cluster.heal_at, Event::Heal);
+        cluster.schedule(cluster.heal_at + FINAL_CHECK_UNITS, Event::FinalCheck);
+        cluster
+    }
+
+    /// A cluster for a scripted run: a calm network, no fault schedule, no heal, no final check.
+    pub(crate) fn scripted(seed: u64, scenario: Scenario) -> Self {
+        let options = RunOptions {
+            trace: true,
+            ..RunOptions::default()
+        };
+        Self::build(SimRng::new(seed), scenario, options, true)
+    }
+
+    fn build(mut rng: SimRng, scenario: Scenario, options: RunOptions, scripted: bool) -> Self {
+        let heal_at = if scripted {
+            // Never: clients keep working and no liveness deadline applies.
+            u64::MAX / 4
+        } else {
+            options.fault_ticks * TICK_UNITS
+        };
+        let network = if scripted {
+            NetworkOptions::calm()
+        } else {
+            NetworkOptions::random(&mut rng)
+        };
+        let mut forced_ever = BTreeSet::new();
+        forced_ever.extend(scenario.forced_leader());
         let mut cluster = Self {
             now: 0,
             seq: 0,
             queue: BTreeMap::new(),
-            network: Network::new(NetworkOptions::random(&mut rng)),
+            network: Network::new(network),
             nodes: BTreeMap::new(),
             tick_units: BTreeMap::new(),
             slow_disk_units: BTreeMap::new(),
@@ -199,11 +296,17 @@ impl Cluster {
             heal_at,
             healed: false,
             linearizability_undecided: false,
+            roles: BTreeMap::new(),
+            leader_changes: Vec::new(),
+            forced_ever,
+            last_policy: None,
+            policy_stall: None,
             election_safety: ElectionSafety::default(),
-            forced_leader: ForcedLeader::new(scenario.forced_leader()),
+            forced_leader: ForcedLeader::default(),
             leader_completeness: LeaderCompleteness,
             state_machine: StateMachineSafety::default(),
             durability: Durability,
+            commit_rule: CommitRuleDurability,
             violations: Vec::new(),
             events: 0,
             ops_completed: 0,
@@ -226,14 +329,10 @@ impl Cluster {
             let at = cluster.rng.range(0, 10 * TICK_UNITS);
             cluster.schedule(at, Event::Client(client));
         }
-        let first_fault = cluster.rng.range(5 * TICK_UNITS, 30 * TICK_UNITS);
-        cluster.schedule(first_fault, Event::Fault);
-        cluster.schedule(heal_at, Event::Heal);
-        cluster.schedule(heal_at + FINAL_CHECK_UNITS, Event::FinalCheck);
         cluster
     }
 
-    fn schedule(&mut self, delay: u64, event: Event) {
+    pub(crate) fn schedule(&mut self, delay: u64, event: Event) {
         self.seq += 1;
         self.queue.insert((self.now + delay, self.seq), event);
     }
@@ -276,6 +375,7 @@ impl Cluster {
                 if let Some(node) = self.running_mut(id) {
                     node.raw.tick();
                     self.mark_dirty(id);
+                    self.watch_role(id, true);
                 }
                 let units = self.tick_units[&id];
                 self.schedule(units, Event::Tick(id));
@@ -305,6 +405,120 @@ impl Cluster {
             }
             Event::Heal => self.heal(),
             Event::FinalCheck => self.final_check(),
+            Event::SetPolicy {
+                nodes,
+                commit_rule,
+                leader_policy,
+                transient,
+            } => {
+                if transient && self.healed {
+                    return;
+                }
+                self.set_policy(&nodes, commit_rule, leader_policy);
+            }
+            Event::ProposePolicy {
+                policy,
+                early_switch,
+            } => {
+                let _ = self.propose_policy(&policy, early_switch);
+            }
+        }
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Policies.
+
+    /// The leader proposes `policy` (see [`SimNode::propose_policy`]).
+    pub(crate) fn propose_policy(
+        &mut self,
+        policy: &Policy,
+        early_switch: bool,
+    ) -> Result<(NodeId, ProposalPosition), Error> {
+        let Some(leader) = self.leader() else {
+            self.note(|| format!("propose policy {policy}: no leader"));
+            return Err(Error::NotLeader { leader: None });
+        };
+        let node = self.running_mut(leader).expect("the leader runs");
+        let result = node.propose_policy(policy, early_switch);
+        self.note(|| {
+            format!("propose policy {policy} on {leader} early_switch={early_switch}: {result:?}")
+        });
+        self.mark_dirty(leader);
+        let position = result?;
+        self.forced_ever.extend(policy.forced());
+        self.last_policy = Some(policy.clone());
+        Ok((leader, position))
+    }
+
+    /// The running nodes among `nodes` adopt the given settings (see [`SimNode::set_policy`]).
+    pub(crate) fn set_policy(
+        &mut self,
+        nodes: &BTreeSet<NodeId>,
+        commit_rule: Option<CommitRule>,
+        leader_policy: Option<LeaderPolicy>,
+    ) {
+        if let Some(LeaderPolicy::Forced(id)) = leader_policy {
+            self.forced_ever.insert(id);
+        }
+        for &id in nodes {
+            let Some(node) = self.running_mut(id) else {
+                continue;
+            };
+            node.set_policy(commit_rule.clone(), leader_policy.clone());
+            let policy = node.policy().clone();
+            self.note(|| format!("set policy on {id}: now {policy}"));
+            self.mark_dirty(id);
+            self.watch_role(id, false);
+        }
+        self.policies_changed();
+    }
+
+    /// Tells the forced-leader checker the leader policies of the running nodes.
+    fn policies_changed(&mut self) {
+        let policies: Vec<LeaderPolicy> = self
+            .nodes
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Running(node) => Some(node.policy().leader_policy.clone()),
+                Slot::Crashed(_) => None,
+            })
+            .collect();
+        self.forced_leader.on_policies(self.now, &policies);
+    }
+
+    /// Notices a change of `id`'s role after an input: a campaign starts or a leader is born.
+    /// `ticked`: the input was a tick, which may start a new campaign without a role change.
+    fn watch_role(&mut self, id: NodeId, ticked: bool) {
+        let Some(Slot::Running(node)) = self.nodes.get(&id) else {
+            return;
+        };
+        let role = node.raw.role();
+        let (previous, previous_term) = self
+            .roles
+            .get(&id)
+            .copied()
+            .unwrap_or((Role::Follower, Term::ZERO));
+        if role == previous && !(ticked && role == Role::Candidate) {
+            return;
+        }
+        let term = node.raw.status().hard_state.term;
+        let own = node.policy().leader_policy.clone();
+        self.roles.insert(id, (role, term));
+        match role {
+            Role::Candidate if previous != Role::Candidate || term != previous_term => {
+                self.forced_leader.on_campaign(id, term, self.now);
+            }
+            Role::Leader if previous != Role::Leader => {
+                self.leader_changes.push(LeaderChange {
+                    at: self.now,
+                    node: id,
+                    term,
+                });
+                if let Some(v) = self.forced_leader.on_leader(id, term, &own) {
+                    self.violation("forced-leader exclusivity", v);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -318,7 +532,7 @@ impl Cluster {
         }
     }
 
-    fn running_ids(&self) -> Vec<NodeId> {
+    pub(crate) fn running_ids(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
             .filter(|(_, slot)| matches!(slot, Slot::Running(_)))
@@ -334,11 +548,16 @@ impl Cluster {
             .collect()
     }
 
-    fn leader(&self) -> Option<NodeId> {
-        self.nodes.iter().find_map(|(id, slot)| match slot {
-            Slot::Running(node) if node.is_leader() => Some(*id),
-            _ => None,
-        })
+    /// A running leader; the one of the highest term if a stale one still believes it leads.
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|(id, slot)| match slot {
+                Slot::Running(node) if node.is_leader() => Some((self.roles.get(id), *id)),
+                _ => None,
+            })
+            .max_by_key(|(role, _)| role.map(|(_, term)| *term))
+            .map(|(_, id)| id)
     }
 
     fn start_node(&mut self, id: NodeId, disk: MemStorage) {
@@ -351,6 +570,12 @@ impl Cluster {
         }
         let snapshot = disk.snapshot().expect("MemStorage always has a snapshot");
         let node = match SimNode::start(config, disk) {
+            #[cfg(feature = "inject-bugs")]
+            Ok(mut node) => {
+                node.driver_bug = self.options.driver_bug;
+                node
+            }
+            #[cfg(not(feature = "inject-bugs"))]
             Ok(node) => node,
             Err(e) => {
                 self.violation("restart", format!("node {id} cannot start: {e}"));
@@ -364,6 +589,8 @@ impl Cluster {
             self.violation("state machine safety", v);
         }
         self.nodes.insert(id, Slot::Running(Box::new(node)));
+        self.roles.remove(&id);
+        self.policies_changed();
         let drift = self.rng.range(0, 7);
         let units = TICK_UNITS - 3 + drift;
         if self.tick_units.insert(id, units).is_none() {
@@ -373,15 +600,17 @@ impl Cluster {
         self.note(|| format!("start {id}"));
     }
 
-    fn crash(&mut self, id: NodeId) {
+    pub(crate) fn crash(&mut self, id: NodeId) {
         if let Some(Slot::Running(node)) = self.nodes.remove(&id) {
             let disk = node.raw.storage().clone();
             self.nodes.insert(id, Slot::Crashed(Box::new(disk)));
+            self.roles.remove(&id);
+            self.policies_changed();
             self.note(|| format!("crash {id}"));
         }
     }
 
-    fn restart(&mut self, id: NodeId) {
+    pub(crate) fn restart(&mut self, id: NodeId) {
         if let Some(Slot::Crashed(disk)) = self.nodes.remove(&id) {
             if let Some(v) = self.durability.on_restart(id, &disk, &self.state_machine) {
                 self.violation("no lost committed entry", v);
@@ -407,6 +636,7 @@ impl Cluster {
         let out = node.process_ready();
         let more = node.raw.has_ready();
         self.observe(id, out);
+        self.watch_role(id, false);
         if more {
             self.mark_dirty(id);
         }
@@ -417,9 +647,6 @@ impl Cluster {
             self.note(|| format!("{id} leads term {term}"));
             if let Some(v) = self.election_safety.on_leader(id, term) {
                 self.violation("election safety", v);
-            }
-            if let Some(v) = self.forced_leader.on_leader(id, term) {
-                self.violation("forced-leader exclusivity", v);
             }
             if let Some(Slot::Running(node)) = self.nodes.get(&id) {
                 let check = self.leader_completeness.on_leader(
@@ -447,6 +674,37 @@ impl Cluster {
             if let Some(v) = self.state_machine.on_applied(id, entry) {
                 self.violation("state machine safety", v);
             }
+        }
+        #[cfg(feature = "inject-bugs")]
+        let commit_check = out
+            .commit_check
+            .as_ref()
+            .filter(|_| !self.options.skip_commit_rule_check);
+        #[cfg(not(feature = "inject-bugs"))]
+        let commit_check = out.commit_check.as_ref();
+        if let Some(check) = commit_check {
+            let disks: Vec<(NodeId, &MemStorage)> = self
+                .nodes
+                .iter()
+                .map(|(id, slot)| match slot {
+                    Slot::Running(node) => (*id, node.raw.storage()),
+                    Slot::Crashed(disk) => (*id, &**disk),
+                })
+                .collect();
+            let leader_log = disks
+                .iter()
+                .find(|(node, _)| *node == id)
+                .map(|(_, disk)| *disk)
+                .expect("the node that produced the Ready runs");
+            if let Some(v) = self.commit_rule.on_commit(id, check, leader_log, &disks) {
+                self.violation("commit rule durability", v);
+            }
+        }
+        if !out.policies_adopted.is_empty() {
+            for policy in &out.policies_adopted {
+                self.note(|| format!("{id} adopts {policy}"));
+            }
+            self.policies_changed();
         }
         for error in out.conf_change_errors {
             self.violation(
@@ -478,7 +736,10 @@ impl Cluster {
             return;
         };
         match node.raw.step(message) {
-            Ok(()) => self.mark_dirty(to),
+            Ok(()) => {
+                self.mark_dirty(to);
+                self.watch_role(to, false);
+            }
             Err(e) => {
                 // The simulator only delivers well-formed messages: a refusal means the core
                 // saw something that correct Raft never produces.
@@ -662,7 +923,7 @@ impl Cluster {
             return;
         }
         self.give_up(client, &op);
-        if self.healed && op.call >= self.heal_at + SETTLE_UNITS {
+        if self.healed && op.call >= self.heal_at + SETTLE_UNITS && !self.stalled() {
             self.violation(
                 "liveness",
                 format!(
@@ -698,7 +959,12 @@ impl Cluster {
 
     fn inject_fault(&mut self) {
         let all: BTreeSet<NodeId> = self.nodes.keys().copied().collect();
-        match self.rng.range(0, 100) {
+        let kinds = if self.options.policy_changes {
+            116
+        } else {
+            100
+        };
+        match self.rng.range(0, kinds) {
             0..12 => {
                 // Symmetric partition into two random sides.
                 let side: BTreeSet<NodeId> = all
@@ -773,7 +1039,7 @@ impl Cluster {
                     }
                 }
             }
-            _ => {
+            94..100 => {
                 let running = self.running_ids();
                 if let Some(id) = self.rng.pick(&running) {
                     if let Some(node) = self.running_mut(id) {
@@ -782,6 +1048,58 @@ impl Cluster {
                     self.note(|| format!("compact {id}"));
                 }
             }
+            100..112 => self.random_policy_proposal(),
+            _ => self.random_staggered_adoption(),
+        }
+    }
+
+    /// The leader proposes a random policy; most of the time it switches its rule at once.
+    fn random_policy_proposal(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let voters: Vec<NodeId> = match self.nodes.get(&leader) {
+            Some(Slot::Running(node)) => node.conf.voters.iter().copied().collect(),
+            _ => return,
+        };
+        let policy = Policy::random(&mut self.rng, &voters, &self.scenario.all_nodes());
+        let early_switch = self.rng.chance(0.75);
+        let _ = self.propose_policy(&policy, early_switch);
+    }
+
+    /// Some running nodes adopt a rule and/or a policy directly, each at its own moment over the
+    /// next few ticks: usually the one proposed last (as if they applied it early), else a random
+    /// one. Dropped at the heal.
+    fn random_staggered_adoption(&mut self) {
+        let running = self.running_ids();
+        let voters: Vec<NodeId> = self.scenario.voters.clone();
+        let policy = match self.last_policy.clone() {
+            Some(policy) if self.rng.chance(0.7) => policy,
+            _ => Policy::random(&mut self.rng, &voters, &self.scenario.all_nodes()),
+        };
+        let (commit_rule, leader_policy) = match self.rng.range(0, 4) {
+            0 => (Some(policy.commit_rule), None),
+            1 => (None, Some(policy.leader_policy)),
+            _ => (Some(policy.commit_rule), Some(policy.leader_policy)),
+        };
+        let nodes: Vec<NodeId> = running
+            .into_iter()
+            .filter(|_| self.rng.chance(0.5))
+            .collect();
+        let rule = commit_rule.as_ref().map(describe_commit_rule);
+        let leader = leader_policy.as_ref().map(describe_leader_policy);
+        self.note(|| format!("staggered set policy on {nodes:?}: rule={rule:?} leader={leader:?}"));
+        for id in nodes {
+            let delay = self.rng.range(0, 10 * TICK_UNITS);
+            self.schedule(
+                delay,
+                Event::SetPolicy {
+                    nodes: BTreeSet::from([id]),
+                    commit_rule: commit_rule.clone(),
+                    leader_policy: leader_policy.clone(),
+                    transient: true,
+                },
+            );
         }
     }
 
@@ -793,7 +1111,6 @@ impl Cluster {
             return;
         };
         let conf = node.conf.clone();
-        let forced = self.scenario.forced_leader();
         let members = conf.all_nodes();
         let spare = self
             .scenario
@@ -806,7 +1123,7 @@ impl Cluster {
             conf.voters
                 .iter()
                 .copied()
-                .filter(|id| Some(*id) != forced)
+                .filter(|id| !self.forced_ever.contains(id))
                 .collect()
         } else {
             Vec::new()
@@ -820,7 +1137,7 @@ impl Cluster {
                     .voters
                     .iter()
                     .copied()
-                    .filter(|id| Some(*id) != forced)
+                    .filter(|id| !self.forced_ever.contains(id))
                     .collect();
                 let Some(replaced) = self.rng.pick(&voters) else {
                     return;
@@ -918,7 +1235,19 @@ impl Cluster {
         for id in crashed {
             self.restart(id);
         }
-        self.note(|| "HEAL: all nodes up, network calm".to_owned());
+        // Direct policy changes were faults: every node goes back to what its log says.
+        for id in self.running_ids() {
+            if let Some(node) = self.running_mut(id)
+                && node.resync_policy()
+            {
+                let policy = node.policy().clone();
+                self.note(|| format!("{id} back to its applied policy {policy}"));
+                self.mark_dirty(id);
+                self.watch_role(id, false);
+            }
+        }
+        self.policies_changed();
+        self.note(|| "HEAL: all nodes up, network calm, policies as applied".to_owned());
     }
 
     // -------------------------------------------------------------------------------------
@@ -931,8 +1260,9 @@ impl Cluster {
                 self.give_up(client, &op);
             }
         }
+        let stalled = self.stalled();
         for (client, state) in self.clients.iter().enumerate() {
-            if state.succeeded_after_settle == 0 {
+            if state.succeeded_after_settle == 0 && !stalled {
                 self.violations.push(Violation {
                     property: "liveness",
                     detail: format!("client {client} completed no operation after the heal"),
@@ -941,13 +1271,88 @@ impl Cluster {
             }
         }
         let Some(leader) = self.leader() else {
-            self.violation("liveness", "no leader at the end of the run".to_owned());
+            if stalled {
+                self.check_logs_and_history();
+                return;
+            }
+            let nodes: Vec<String> = self
+                .nodes
+                .iter()
+                .filter_map(|(id, slot)| match slot {
+                    Slot::Running(node) => {
+                        let status = node.raw.status();
+                        let last_term = node.raw.storage().last_index().ok().and_then(|last| {
+                            node.raw.storage().term(last).ok().map(|term| (term, last))
+                        });
+                        Some(format!(
+                            "{id}: {} term {} last {:?} commit {} voters {:?} policy {}",
+                            status.soft_state.role,
+                            status.hard_state.term,
+                            last_term,
+                            status.hard_state.commit,
+                            status.conf_state.voters,
+                            describe_leader_policy(&node.policy().leader_policy)
+                        ))
+                    }
+                    Slot::Crashed(_) => None,
+                })
+                .collect();
+            self.violation(
+                "liveness",
+                format!(
+                    "no leader at the end of the run; nodes: {}",
+                    nodes.join("; ")
+                ),
+            );
             return;
         };
-        let members = match self.nodes.get(&leader) {
-            Some(Slot::Running(node)) => node.conf.all_nodes(),
+        let (members, voters, policy) = match self.nodes.get(&leader) {
+            Some(Slot::Running(node)) => (
+                node.conf.all_nodes(),
+                node.conf.voters.clone(),
+                node.policy().leader_policy.clone(),
+            ),
             _ => unreachable!("the leader is running"),
         };
+        if let LeaderPolicy::Preferred(preferred) = &policy
+            && !preferred.contains(&leader)
+            && preferred.iter().any(|id| voters.contains(id))
+        {
+            self.violation(
+                "liveness",
+                format!(
+                    "leader {leader} at the end is not among the preferred {preferred:?}, with \
+                     every node up for {} ticks",
+                    FINAL_CHECK_UNITS / TICK_UNITS
+                ),
+            );
+        }
+        let late: Vec<LeaderChange> = self
+            .leader_changes
+            .iter()
+            .filter(|change| change.at + STABLE_UNITS > self.now)
+            .copied()
+            .collect();
+        let flapping = late.windows(2).any(|pair| {
+            let (from, to) = (pair[0].node, pair[1].node);
+            let moved_to_preferred = match self.nodes.get(&from) {
+                Some(Slot::Running(node)) => match &node.policy().leader_policy {
+                    LeaderPolicy::Preferred(set) => set.contains(&to) && !set.contains(&from),
+                    _ => false,
+                },
+                _ => false,
+            };
+            !moved_to_preferred
+        });
+        if flapping {
+            self.violation(
+                "liveness",
+                format!(
+                    "leadership flapping in the last {} ticks of a calm run: {late:?}",
+                    STABLE_UNITS / TICK_UNITS
+                ),
+            );
+        }
         let mut states = Vec::new();
         for id in &members {
             let applied = match self.nodes.get(id) {
@@ -974,6 +1379,49 @@ impl Cluster {
                 }
             }
         }
+        self.check_logs_and_history();
+        let role = match self.nodes.get(&leader) {
+            Some(Slot::Running(node)) => node.raw.role(),
+            _ => Role::Follower,
+        };
+        self.note(|| format!("final: leader {leader} ({role}), members {members:?}"));
+    }
+
+    /// Whether the group has no leader and its policies leave no voter that can be elected (see
+    /// [`crate::stall`]); the first time, records why.
+    fn stalled(&mut self) -> bool {
+        if self.leader().is_some() {
+            return false;
+        }
+        let views: BTreeMap<NodeId, ElectionView> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, slot)| match slot {
+                Slot::Running(node) => {
+                    let storage = node.raw.storage();
+                    let last = storage.last_index().ok()?;
+                    let view = ElectionView {
+                        conf: node.conf.clone(),
+                        policy: node.policy().leader_policy.clone(),
+                        last: (storage.term(last).ok()?, last),
+                    };
+                    Some((*id, view))
+                }
+                Slot::Crashed(_) => None,
+            })
+            .collect();
+        let Some(stall) = policy_stall(&views) else {
+            return false;
+        };
+        if self.policy_stall.is_none() {
+            self.note(|| format!("POLICY STALL: {stall}"));
+            self.policy_stall = Some(stall);
+        }
+        true
+    }
+
+    /// The checks over whole logs and the whole client history: log matching, linearizability.
+    fn check_logs_and_history(&mut self) {
         let logs: Vec<(NodeId, MemStorage)> = self
             .nodes
             .iter()
@@ -998,10 +1446,108 @@ impl Cluster {
                 self.note(|| format!("linearizability check gave up on key {key}"));
             }
         }
-        let role = match self.nodes.get(&leader) {
-            Some(Slot::Running(node)) => node.raw.role(),
-            _ => Role::Follower,
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Scripted runs.
+
+    /// Handles every event due by `deadline` (simulated time), then sets the clock to it.
+    pub(crate) fn run_until(&mut self, deadline: u64) {
+        while self.run_one_event(deadline) {}
+        self.now = self.now.max(deadline);
+    }
+
+    /// Handles the next event if it is due by `deadline`; returns whether there was one.
+    pub(crate) fn run_one_event(&mut self, deadline: u64) -> bool {
+        let Some(entry) = self.queue.first_entry() else {
+            return false;
         };
-        self.note(|| format!("final: leader {leader} ({role}), members {members:?}"));
+        if entry.key().0 > deadline {
+            return false;
+        }
+        let ((at, _), event) = entry.remove_entry();
+        self.now = at;
+        self.events += 1;
+        if self.events > EVENTS_MAX {
+            self.violation("liveness", format!("more than {EVENTS_MAX} events: stuck"));
+            return false;
+        }
+        self.handle(event);
+        true
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.now
+    }
+
+    pub(crate) fn node(&self, id: NodeId) -> Option<&SimNode> {
+        match self.nodes.get(&id) {
+            Some(Slot::Running(node)) => Some(node),
+            _ => None,
+        }
+    }
+
+    /// The durable log of a node, running or crashed.
+    pub(crate) fn disk(&self, id: NodeId) -> Option<&MemStorage> {
+        match self.nodes.get(&id)? {
+            Slot::Running(node) => Some(node.raw.storage()),
+            Slot::Crashed(disk) => Some(disk),
+        }
+    }
+
+    /// Proposes a write of `key` at node `at`, outside the clients (which never use such keys).
+    pub(crate) fn propose_write(
+        &mut self,
+        at: NodeId,
+        key: String,
+        value: u64,
+    ) -> Result<(), Error> {
+        let op_id = self.next_op_id;
+        let Some(node) = self.running_mut(at) else {
+            return Err(Error::NotLeader { leader: None });
+        };
+        let result = node.propose(&Command {
+            client: u64::MAX,
+            op_id,
+            write: Write::Put {
+                key: key.clone(),
+                value,
+            },
+        });
+        self.next_op_id += 1;
+        self.note(|| format!("propose {key}={value} at {at}: {result:?}"));
+        self.mark_dirty(at);
+        result
+    }
+
+    /// Cuts `side` off from the other nodes, both ways.
+    pub(crate) fn partition(&mut self, side: &BTreeSet<NodeId>) {
+        let all: BTreeSet<NodeId> = self.nodes.keys().copied().collect();
+        self.network.partition(side, &all, false);
+        self.note(|| format!("partition {side:?} | rest"));
+    }
+
+    /// Restores every link.
+    pub(crate) fn heal_network(&mut self) {
+        self.network.heal();
+        self.note(|| "heal network".to_owned());
+    }
+
+    pub(crate) fn leader_changes(&self) -> &[LeaderChange] {
+        &self.leader_changes
+    }
+
+    pub(crate) fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    pub(crate) fn trace(&self) -> &[String] {
+        &self.trace
+    }
+
+    /// Runs the checks over whole logs and history; returns every violation of the run.
+    pub(crate) fn finish(mut self) -> Vec<Violation> {
+        self.check_logs_and_history();
+        self.violations
     }
 }

@@ -1,9 +1,13 @@
 //! The replicated state machine the simulated clients use: a small key-value map with put,
 //! delete and compare-and-set, plus the commands that carry client operations through the log.
+//! Like shard-node's, the state machine also holds the replication policy the log last set, so a
+//! snapshot carries it to a node that installs it or restarts from it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::policy::Policy;
 
 /// A client operation that changes state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,13 +46,22 @@ pub struct Command {
     pub write: Write,
 }
 
-impl Command {
+/// What an application entry of the log carries (shard-node's log carries the same two kinds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proposal {
+    /// A client write.
+    Write(Command),
+    /// A new replication policy, adopted by each replica when it applies the entry.
+    Policy(Policy),
+}
+
+impl Proposal {
     /// The log encoding.
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("encoding into a Vec cannot fail")
     }
 
-    /// Decodes a log entry; `None` for anything that is not a command.
+    /// Decodes a log entry; `None` for anything that is not a proposal.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         postcard::from_bytes(bytes).ok()
     }
@@ -66,10 +79,13 @@ pub enum WriteResult {
     },
 }
 
-/// The key-value map.
+/// The key-value map, and the policy the log last set.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kv {
     map: BTreeMap<String, u64>,
+    /// The policy of the last policy entry applied; `None` until one is (the scenario's initial
+    /// policy is then in force).
+    policy: Option<Policy>,
 }
 
 impl Kv {
@@ -92,6 +108,16 @@ impl Kv {
                 WriteResult::Cas { swapped }
             }
         }
+    }
+
+    /// Applies a policy entry.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = Some(policy);
+    }
+
+    /// The policy the log last set, if it set one.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
     }
 
     /// The value of `key`.

@@ -4,13 +4,46 @@
 //! settings and policies, and a schedule of faults: message loss, delay, duplication and
 //! reordering; symmetric and one-way partitions; crashes that lose everything not persisted
 //! through a `Ready`; restarts; membership changes and leader transfers during faults; snapshots
-//! and log compaction. Clients run a key-value workload through the real core and state machine
-//! and their history is checked for linearizability. Everything is driven by one seeded PRNG and
-//! a discrete event queue, so a seed replays exactly.
+//! and log compaction; and commit rules and leader policies changed while the group runs.
+//! Clients run a key-value workload through the real core and state machine and their history
+//! is checked for linearizability. Everything is driven by one seeded PRNG and a discrete event
+//! queue, so a seed replays exactly.
 //!
-//! Checkers ([`invariants`]): election safety, log matching, leader completeness, state machine
-//! safety, no lost committed entry across crashes, forced-leader exclusivity, and
-//! linearizability ([`linearizability`]); plus liveness after the faults heal.
+//! # Policy changes at run time
+//!
+//! The simulated driver changes policies the way shard-node does ([`policy`]): a policy is a log
+//! entry that each replica hands to its core when it applies it (or installs a snapshot, or
+//! restarts), so replicas switch at different times; the leader that proposes one counts by the
+//! new commit rule at once; a node that stops leading goes back to the rule it has applied. The
+//! fault schedule uses two events:
+//! - *propose policy*: the leader proposes a random policy (any, preferred, forced; majority or
+//!   majority plus both sites), with the early switch three times in four;
+//! - *set policy*: some nodes adopt a rule and/or a policy directly, each at its own moment —
+//!   usually the one proposed last, before the log gets it to them — so replicas disagree longer
+//!   and more arbitrarily than the log alone makes them. Such changes are faults: they are
+//!   dropped at the heal, when every node goes back to the policy its log says.
+//!
+//! [`RunOptions::policy_changes`] (CLI `--no-policy-changes`) turns both off.
+//!
+//! # Checkers
+//!
+//! [`invariants`]: election safety, log matching, leader completeness, state machine safety, no
+//! lost committed entry across crashes, durability under the commit rule (an entry commits only
+//! once it is durable on nodes satisfying the rule the leader counted by, whichever rule that
+//! was), forced-leader exclusivity (a node never becomes leader while its own policy forces
+//! another, and no other node does once every running node has adopted the forced policy), and
+//! linearizability ([`linearizability`]); plus liveness after the faults heal: a leader, whom
+//! every client reaches; the leader among the preferred nodes when the policy prefers a voter;
+//! in the last 60 ticks, no leader change but a late election and moves into the preferred set
+//! (no flapping). Liveness is not expected of a group left
+//! with no voter its forced policies let be elected ([`stall`]): such runs are reported, not
+//! failed.
+//!
+//! # Scripted runs
+//!
+//! [`ScriptedRun`] is the same cluster, with the same checkers, driven by a test instead of the
+//! fault schedule: crashes, partitions, policy proposals and direct policy changes at chosen
+//! times on chosen nodes, and assertions on who leads, what commits and what is refused.
 
 pub mod cluster;
 pub mod invariants;
@@ -18,7 +51,12 @@ pub mod kv;
 pub mod linearizability;
 pub mod network;
 pub mod node;
+pub mod policy;
 pub mod rng;
 pub mod scenario;
+pub mod script;
+pub mod stall;
 
-pub use cluster::{Report, RunOptions, run};
+pub use cluster::{LeaderChange, Report, RunOptions, run};
+pub use policy::Policy;
+pub use script::ScriptedRun;

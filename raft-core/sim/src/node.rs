@@ -5,15 +5,32 @@
 //! A crash drops everything but the storage: the unstable log tail inside the `RawNode`, the
 //! in-memory state machine, and pending requests. That is exactly "loses everything not yet
 //! persisted through Ready".
+//!
+//! The replica drives its core's policy the way shard-node does (see [`crate::policy`]): it adopts
+//! a policy when it applies a policy entry, installs a snapshot or starts from one; as leader it
+//! counts by the commit rule of a policy it proposes at once; and it goes back to the rule it has
+//! applied when it stops leading.
 
 use std::collections::BTreeMap;
 
 use raft_core::{
-    ConfState, Config, Entry, EntryPayload, Error, LogIndex, MemStorage, Message, RawNode, Role,
-    Storage, Term,
+    CommitRule, ConfState, Config, Entry, EntryPayload, Error, LeaderPolicy, LogIndex, MemStorage,
+    Message, ProposalPosition, RawNode, Role, Storage, Term,
 };
 
-use crate::kv::{Command, Kv, WriteResult};
+use crate::kv::{Command, Kv, Proposal, WriteResult};
+use crate::policy::Policy;
+
+/// Deliberately wrong driver behaviour (test-only feature), to show that the policy checkers
+/// catch a driver that does not do what it records.
+#[cfg(feature = "inject-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverBug {
+    /// The node records every new commit rule but never hands it to its core.
+    CommitRuleNotHandedToCore,
+    /// The node records every new leader policy but never hands it to its core.
+    LeaderPolicyNotHandedToCore,
+}
 
 /// The answer to a client request, produced when a node applies or confirms it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +73,13 @@ impl Answer {
     }
 }
 
+/// Which setting a [`DriverBug`] withholds from the core.
+#[derive(Clone, Copy, Debug)]
+enum BugKind {
+    CommitRule,
+    LeaderPolicy,
+}
+
 /// A read waiting for confirmation or for its index to be applied.
 #[derive(Clone, Debug)]
 struct PendingRead {
@@ -80,6 +104,23 @@ pub struct ReadyOutput {
     pub became_leader: Option<Term>,
     /// A committed configuration change that the core refused to apply (a bug).
     pub conf_change_errors: Vec<String>,
+    /// Policies adopted while handling this `Ready` (applied entries or an installed snapshot).
+    pub policies_adopted: Vec<Policy>,
+    /// The commit index moved while this node led: what to check against the commit rules.
+    pub commit_check: Option<CommitCheck>,
+}
+
+/// A commit index advance made by a leader, and every (commit rule, configuration) its core
+/// counted by since the previous check: each newly committed entry must be held by a set of
+/// nodes that satisfies at least one of them.
+#[derive(Debug)]
+pub struct CommitCheck {
+    /// The commit index at the previous check.
+    pub from: LogIndex,
+    /// The new commit index.
+    pub to: LogIndex,
+    /// The rules and configurations in force meanwhile.
+    pub rules: Vec<(CommitRule, ConfState)>,
 }
 
 /// A running replica.
@@ -95,31 +136,179 @@ pub struct SimNode {
     /// Proposals made here, by log index: `(term, op_id)`.
     proposals: BTreeMap<LogIndex, (Term, u64)>,
     reads: BTreeMap<u64, PendingRead>,
+    /// The policy this node's core was handed as applied: from the last policy entry applied, an
+    /// installed snapshot, the state machine at start, or a direct [`Self::set_policy`].
+    policy: Policy,
+    /// The commit rule the core counts by: `policy.commit_rule`, or, while this node leads, the
+    /// rule of a policy it proposed (the early switch).
+    commit_rule: CommitRule,
+    /// The policy in force before the log sets one (the scenario's).
+    initial_policy: Policy,
+    /// The commit index as of the last `Ready`.
+    commit: LogIndex,
+    /// Every (commit rule, configuration) the core has counted by since the last `Ready`.
+    rules_since_ready: Vec<(CommitRule, ConfState)>,
+    /// A deliberately wrong behaviour of this driver (test-only feature).
+    #[cfg(feature = "inject-bugs")]
+    pub driver_bug: Option<DriverBug>,
 }
 
 impl SimNode {
     /// Starts a replica from its storage ("disk"): the state machine is rebuilt from the latest
-    /// snapshot and the core replays the committed entries after it.
+    /// snapshot and the core replays the committed entries after it. The policy in `config` is
+    /// the initial one; the node starts with the one its state machine holds, if any.
     pub fn start(config: Config, mut storage: MemStorage) -> Result<Self, Error> {
         let snapshot = storage.snapshot()?;
         let conf = snapshot.metadata.conf_state.clone();
         // The configuration handed to the core must be the one as of the applied index.
         storage.set_conf_state(conf.clone());
         let applied = snapshot.metadata.index;
-        let config = Config { applied, ..config };
+        let commit = storage.hard_state().commit;
+        let kv = Kv::decode(&snapshot.data);
+        let initial_policy = Policy {
+            commit_rule: config.commit_rule.clone(),
+            leader_policy: config.leader_policy.clone(),
+        };
+        let policy = kv
+            .policy()
+            .cloned()
+            .unwrap_or_else(|| initial_policy.clone());
+        let config = Config {
+            applied,
+            commit_rule: policy.commit_rule.clone(),
+            leader_policy: policy.leader_policy.clone(),
+            ..config
+        };
         Ok(Self {
             raw: RawNode::new(config, storage)?,
-            kv: Kv::decode(&snapshot.data),
+            kv,
+            rules_since_ready: vec![(policy.commit_rule.clone(), conf.clone())],
             conf,
             applied,
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
+            commit_rule: policy.commit_rule.clone(),
+            policy,
+            initial_policy,
+            commit,
+            #[cfg(feature = "inject-bugs")]
+            driver_bug: None,
         })
+    }
+
+    /// The policy this node has adopted.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The commit rule the core counts by right now.
+    pub fn commit_rule(&self) -> &CommitRule {
+        &self.commit_rule
+    }
+
+    /// Proposes a policy change, as shard-node does. With `early_switch` the core counts by the
+    /// new commit rule at once (until this node stops leading); otherwise only once this node
+    /// applies the entry.
+    pub fn propose_policy(
+        &mut self,
+        policy: &Policy,
+        early_switch: bool,
+    ) -> Result<ProposalPosition, Error> {
+        let position = self
+            .raw
+            .propose(Proposal::Policy(policy.clone()).encode())?;
+        if early_switch {
+            self.count_by(policy.commit_rule.clone());
+        }
+        Ok(position)
+    }
+
+    /// Hands a commit rule and/or a leader policy to the core directly, as if this node had
+    /// just applied a change carrying them. The log knows nothing of it: the next policy entry
+    /// applied, snapshot installed or restart replaces it.
+    pub fn set_policy(
+        &mut self,
+        commit_rule: Option<CommitRule>,
+        leader_policy: Option<LeaderPolicy>,
+    ) {
+        let policy = Policy {
+            commit_rule: commit_rule.unwrap_or_else(|| self.policy.commit_rule.clone()),
+            leader_policy: leader_policy.unwrap_or_else(|| self.policy.leader_policy.clone()),
+        };
+        self.adopt(policy);
+    }
+
+    /// Drops whatever [`Self::set_policy`] set: back to the policy the state machine holds.
+    pub fn resync_policy(&mut self) -> bool {
+        let policy = self.logged_policy();
+        self.adopt(policy)
+    }
+
+    /// The policy as of the applied index, according to the log.
+    fn logged_policy(&self) -> Policy {
+        self.kv
+            .policy()
+            .cloned()
+            .unwrap_or_else(|| self.initial_policy.clone())
+    }
+
+    /// Adopts an applied policy, as shard-node's `adopt_policy` does: nothing if it is the one
+    /// already applied; else both settings go to the core (which replaces an early rule).
+    fn adopt(&mut self, policy: Policy) -> bool {
+        if policy == self.policy {
+            return false;
+        }
+        self.count_by(policy.commit_rule.clone());
+        if !self.has_bug(BugKind::LeaderPolicy) {
+            self.raw.set_leader_policy(policy.leader_policy.clone());
+        }
+        self.policy = policy;
+        true
+    }
+
+    /// Makes the core count by `rule`.
+    fn count_by(&mut self, rule: CommitRule) {
+        if rule == self.commit_rule {
+            return;
+        }
+        self.commit_rule = rule.clone();
+        if !self.has_bug(BugKind::CommitRule) {
+            self.raw.set_commit_rule(rule);
+        }
+        self.note_rule_state();
+    }
+
+    #[cfg(feature = "inject-bugs")]
+    fn has_bug(&self, kind: BugKind) -> bool {
+        matches!(
+            (self.driver_bug, kind),
+            (
+                Some(DriverBug::CommitRuleNotHandedToCore),
+                BugKind::CommitRule
+            ) | (
+                Some(DriverBug::LeaderPolicyNotHandedToCore),
+                BugKind::LeaderPolicy
+            )
+        )
+    }
+
+    #[cfg(not(feature = "inject-bugs"))]
+    fn has_bug(&self, _kind: BugKind) -> bool {
+        false
+    }
+
+    fn note_rule_state(&mut self) {
+        let state = (self.commit_rule.clone(), self.conf.clone());
+        if self.rules_since_ready.last() != Some(&state) {
+            self.rules_since_ready.push(state);
+        }
     }
 
     /// Proposes a client write. On success the answer comes when the entry is applied.
     pub fn propose(&mut self, command: &Command) -> Result<(), Error> {
-        let position = self.raw.propose(command.encode())?;
+        let position = self
+            .raw
+            .propose(Proposal::Write(command.clone()).encode())?;
         // A proposal of ours already waiting at this index was truncated by this node's new term:
         // it can never commit.
         self.proposals
@@ -170,7 +359,24 @@ impl SimNode {
         if !self.raw.has_ready() {
             return out;
         }
+        let leading = self.raw.role() == Role::Leader;
         let mut ready = self.raw.ready();
+        // The commit index of this Ready was reached under the rules noted since the last one;
+        // what moves it from here on is counted under the rules in force from now.
+        let rules = std::mem::replace(
+            &mut self.rules_since_ready,
+            vec![(self.commit_rule.clone(), self.conf.clone())],
+        );
+        if let Some(hard_state) = ready.hard_state {
+            if leading && hard_state.commit > self.commit {
+                out.commit_check = Some(CommitCheck {
+                    from: self.commit,
+                    to: hard_state.commit,
+                    rules,
+                });
+            }
+            self.commit = self.commit.max(hard_state.commit);
+        }
         if let Some(soft) = ready.soft_state
             && soft.role == Role::Leader
         {
@@ -198,14 +404,27 @@ impl SimNode {
         out.messages = std::mem::take(&mut ready.messages);
 
         // 3. Apply.
+        if let Some(soft) = ready.soft_state
+            && soft.role != Role::Leader
+        {
+            // A rule adopted early for a policy proposal lasts only while this node leads:
+            // whoever leads next counts by the rule it has applied.
+            self.count_by(self.policy.commit_rule.clone());
+        }
         if let Some(snapshot) = &ready.snapshot {
             let meta = &snapshot.metadata;
             self.kv = Kv::decode(&snapshot.data);
             self.conf = meta.conf_state.clone();
+            self.note_rule_state();
             self.applied = meta.index;
             out.snapshot_installed = Some((meta.index, meta.term));
             // Proposals the snapshot covers have unknown fate here; their clients time out.
             self.proposals = self.proposals.split_off(&meta.index.next());
+            // The snapshot carries the group's policy.
+            let policy = self.logged_policy();
+            if self.adopt(policy.clone()) {
+                out.policies_adopted.push(policy);
+            }
         }
         for entry in &ready.committed_entries {
             self.apply_entry(entry, &mut out);
@@ -236,16 +455,23 @@ impl SimNode {
             "entries are applied in order without gaps"
         );
         let mut result = None;
+        let mut adopted = None;
         match &entry.payload {
-            EntryPayload::Normal(data) => {
-                if let Some(command) = Command::decode(data) {
+            EntryPayload::Normal(data) => match Proposal::decode(data) {
+                Some(Proposal::Write(command)) => {
                     result = Some((command.op_id, self.kv.apply(&command.write)));
                 }
-            }
+                Some(Proposal::Policy(policy)) => {
+                    self.kv.set_policy(policy.clone());
+                    adopted = Some(policy);
+                }
+                None => {}
+            },
             EntryPayload::ConfChange(change) => match self.raw.apply_conf_change(change) {
                 Ok(conf) => {
                     self.conf = conf.clone();
                     self.raw.storage_mut().set_conf_state(conf);
+                    self.note_rule_state();
                 }
                 Err(e) => out
                     .conf_change_errors
@@ -254,6 +480,11 @@ impl SimNode {
             EntryPayload::Empty => {}
         }
         self.applied = entry.index;
+        if let Some(policy) = adopted
+            && self.adopt(policy.clone())
+        {
+            out.policies_adopted.push(policy);
+        }
         out.applied.push(entry.clone());
         // Answer the proposal made here for this index, if any.
         if let Some((term, op_id)) = self.proposals.remove(&entry.index) {

@@ -5,6 +5,7 @@ use std::fmt;
 
 use raft_core::{CommitRule, Config, LeaderPolicy, NodeId};
 
+use crate::policy::{Policy, describe_commit_rule, describe_leader_policy, site_groups};
 use crate::rng::SimRng;
 
 /// The shape and settings of one simulated cluster.
@@ -73,9 +74,7 @@ impl Scenario {
         };
         let commit_rule = if rng.chance(0.2) {
             // Two "sites": odd and even node ids; a commit needs one acknowledgement in each.
-            let (odd, even): (BTreeSet<NodeId>, BTreeSet<NodeId>) =
-                ids.iter().partition(|id| id.get() % 2 == 1);
-            CommitRule::MajorityAndGroups(vec![odd, even])
+            site_groups(&ids.iter().copied().collect())
         } else {
             CommitRule::Majority
         };
@@ -99,6 +98,37 @@ impl Scenario {
             commit_rule,
             clients: rng.range(2, 6),
             keys: rng.range(1, 6),
+        }
+    }
+
+    /// A fixed, well-behaved scenario for scripted tests: these voters, no learners or spares,
+    /// pre-vote and check-quorum on, election timeout 10 ticks, heartbeat every tick, no lease,
+    /// policy `any`, commit by majority, no clients. Tests change the fields they care about.
+    pub fn fixed(voters: &[u64]) -> Self {
+        Self {
+            voters: voters.iter().copied().map(NodeId).collect(),
+            learners: Vec::new(),
+            spares: Vec::new(),
+            pre_vote: true,
+            check_quorum: true,
+            election_timeout_ticks: 10,
+            heartbeat_interval_ticks: 1,
+            lease_duration_ticks: 0,
+            inflight_appends_max: 4,
+            append_size_max_bytes: 1024,
+            committed_size_max_bytes_per_ready: 16 << 20,
+            leader_policy: LeaderPolicy::Any,
+            commit_rule: CommitRule::Majority,
+            clients: 0,
+            keys: 3,
+        }
+    }
+
+    /// The policy in force before any change: the one every node starts with.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            commit_rule: self.commit_rule.clone(),
+            leader_policy: self.leader_policy.clone(),
         }
     }
 
@@ -141,15 +171,8 @@ impl Scenario {
 
 impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let policy = match &self.leader_policy {
-            LeaderPolicy::Any => "any".to_owned(),
-            LeaderPolicy::Preferred(set) => format!("preferred{:?}", ids(set.iter())),
-            LeaderPolicy::Forced(id) => format!("forced({id})"),
-        };
-        let rule = match &self.commit_rule {
-            CommitRule::Majority => "majority",
-            CommitRule::MajorityAndGroups(_) => "majority+groups",
-        };
+        let policy = describe_leader_policy(&self.leader_policy);
+        let rule = describe_commit_rule(&self.commit_rule);
         write!(
             f,
             "voters={:?} learners={:?} spares={:?} pre_vote={} check_quorum={} election={} \

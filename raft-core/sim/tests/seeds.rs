@@ -1,20 +1,27 @@
 //! The simulator as a test: a fixed range of seeds with faults must find no violation, and a seed
-//! must replay exactly.
+//! must replay exactly. The faults include commit rules and leader policies changed while the
+//! group runs (see `raft_sim::policy`); the targeted scenarios for those are in
+//! `policy_changes.rs`.
 
 use raft_sim::{RunOptions, run};
 
-/// How many seeds the test suite runs (the acceptance floor is 500). A longer sweep:
+/// How many seeds the test suite runs (the acceptance floor is 500; 1000 since policy changes
+/// joined the fault schedule). A longer sweep:
 /// `cargo run --release --bin raft-sim -- --seeds 0..10000`.
-const SEEDS: u64 = 600;
+const SEEDS: u64 = 1000;
 
 #[test]
 fn seeds_with_faults_find_no_violation() {
     let options = RunOptions::default();
     let mut failures = Vec::new();
     let mut ops = 0;
+    let mut stalls = Vec::new();
     for seed in 0..SEEDS {
         let report = run(seed, &options);
         ops += report.ops_completed;
+        if report.policy_stall.is_some() {
+            stalls.push(seed);
+        }
         if !report.violations.is_empty() {
             for v in &report.violations {
                 eprintln!("seed {seed}: {v}");
@@ -29,6 +36,18 @@ fn seeds_with_faults_find_no_violation() {
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     // The runs did real work: clients completed operations under faults.
     assert!(ops > SEEDS * 100, "only {ops} client operations completed");
+    // Runs that ended with no voter their forced policies let be elected skip the liveness
+    // checks (see `raft_sim::stall`). They are a known limitation of forced leaders changed at
+    // run time, and must stay rare: a change that made them common would hide liveness bugs.
+    eprintln!(
+        "{} of {SEEDS} seeds stalled by forced policies: {stalls:?}",
+        stalls.len()
+    );
+    assert!(
+        stalls.len() as u64 * 10 < SEEDS,
+        "{} of {SEEDS} seeds stalled by forced policies",
+        stalls.len()
+    );
 }
 
 #[test]
@@ -54,7 +73,7 @@ fn runs_exercise_the_faults_they_claim() {
         ..RunOptions::default()
     };
     type Matcher = fn(&str) -> bool;
-    let kinds: [(&str, Matcher); 16] = [
+    let kinds: [(&str, Matcher); 22] = [
         ("crash", |l| l.contains(" crash ")),
         ("restart", |l| l.contains(" restart ")),
         ("partition", |l| l.contains(" partition ")),
@@ -79,6 +98,20 @@ fn runs_exercise_the_faults_they_claim() {
         ("compact", |l| l.contains(" compact ")),
         ("snapshot-install", |l| l.contains("installs snapshot")),
         ("heal", |l| l.contains("HEAL")),
+        ("policy-early-switch", |l| {
+            l.contains("propose policy") && l.contains("early_switch=true: Ok")
+        }),
+        ("policy-at-apply-only", |l| {
+            l.contains("propose policy") && l.contains("early_switch=false: Ok")
+        }),
+        ("policy-adopted-at-apply", |l| l.contains(" adopts leader=")),
+        ("policy-set-directly", |l| l.contains("set policy on")),
+        ("policy-forced", |l| {
+            l.contains("propose policy leader=forced(") && l.contains(": Ok")
+        }),
+        ("policy-groups", |l| {
+            l.contains("propose policy") && l.contains("commit=majority+groups")
+        }),
     ];
     let mut seen = std::collections::BTreeSet::new();
     for seed in 0..40 {

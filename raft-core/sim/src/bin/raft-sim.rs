@@ -36,8 +36,13 @@ struct Args {
     /// Stop at the first failing seed.
     #[arg(long)]
     fail_fast: bool,
+    /// Keep every run's commit rule and leader policy as the seed drew them: no policy entries,
+    /// no direct policy changes.
+    #[arg(long)]
+    no_policy_changes: bool,
     /// Enable a deliberately injected core bug: commit-without-quorum, vote-for-stale-log,
-    /// lease-read-skips-check, forced-leader-ignored (needs `--features inject-bugs`).
+    /// lease-read-skips-check, forced-leader-ignored; or driver bug: commit-rule-not-handed-to-core,
+    /// leader-policy-not-handed-to-core (needs `--features inject-bugs`).
     #[arg(long)]
     bug: Option<String>,
 }
@@ -69,6 +74,7 @@ fn options(args: &Args) -> Result<RunOptions, String> {
     let mut options = RunOptions {
         fault_ticks: args.fault_ticks,
         trace: args.trace || args.story,
+        policy_changes: !args.no_policy_changes,
         ..RunOptions::default()
     };
     match args.bug.as_deref() {
@@ -76,13 +82,24 @@ fn options(args: &Args) -> Result<RunOptions, String> {
         #[cfg(feature = "inject-bugs")]
         Some(name) => {
             use raft_core::InjectedBug;
-            options.bug = Some(match name {
-                "commit-without-quorum" => InjectedBug::CommitWithoutQuorum,
-                "vote-for-stale-log" => InjectedBug::VoteForStaleLog,
-                "lease-read-skips-check" => InjectedBug::LeaseReadSkipsCheck,
-                "forced-leader-ignored" => InjectedBug::ForcedLeaderIgnored,
-                other => return Err(format!("unknown bug {other:?}")),
-            });
+            use raft_sim::node::DriverBug;
+            match name {
+                "commit-rule-not-handed-to-core" => {
+                    options.driver_bug = Some(DriverBug::CommitRuleNotHandedToCore);
+                }
+                "leader-policy-not-handed-to-core" => {
+                    options.driver_bug = Some(DriverBug::LeaderPolicyNotHandedToCore);
+                }
+                _ => {
+                    options.bug = Some(match name {
+                        "commit-without-quorum" => InjectedBug::CommitWithoutQuorum,
+                        "vote-for-stale-log" => InjectedBug::VoteForStaleLog,
+                        "lease-read-skips-check" => InjectedBug::LeaseReadSkipsCheck,
+                        "forced-leader-ignored" => InjectedBug::ForcedLeaderIgnored,
+                        other => return Err(format!("unknown bug {other:?}")),
+                    });
+                }
+            }
         }
         #[cfg(not(feature = "inject-bugs"))]
         Some(_) => return Err("--bug needs a build with --features inject-bugs".to_owned()),
@@ -106,7 +123,15 @@ fn replay_command(args: &Args, seed: u64) -> String {
     } else {
         format!(" --fault-ticks {}", args.fault_ticks)
     };
-    format!("cargo run --release{features} --bin raft-sim -- --seeds {seed}{ticks}{bug} --trace")
+    let policies = if args.no_policy_changes {
+        " --no-policy-changes"
+    } else {
+        ""
+    };
+    format!(
+        "cargo run --release{features} --bin raft-sim -- --seeds {seed}{ticks}{policies}{bug} \
+         --trace"
+    )
 }
 
 fn main() -> ExitCode {
@@ -126,7 +151,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let next = AtomicU64::new(args.seeds.start);
     let failures: Mutex<Vec<Report>> = Mutex::new(Vec::new());
-    let totals = Mutex::new((0u64, 0u64, 0u64, 0u64, 0u64));
+    let totals = Mutex::new((0u64, 0u64, 0u64, 0u64, 0u64, 0u64));
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
@@ -147,6 +172,7 @@ fn main() -> ExitCode {
                         t.2 += report.ops_completed;
                         t.3 += report.ops_unknown;
                         t.4 += u64::from(report.linearizability_undecided);
+                        t.5 += u64::from(report.policy_stall.is_some());
                     }
                     if args.trace || args.story {
                         println!("seed {seed}: {}", report.scenario);
@@ -165,6 +191,9 @@ fn main() -> ExitCode {
                             report.ops_completed,
                             report.ops_unknown
                         );
+                        if let Some(stall) = &report.policy_stall {
+                            println!("seed {seed}: stalled by forced policies: {stall}");
+                        }
                     }
                     if !report.violations.is_empty() {
                         for v in &report.violations {
@@ -185,11 +214,13 @@ fn main() -> ExitCode {
         }
     });
     let failures = failures.into_inner().expect("threads joined");
-    let (seeds, events, ops, unknown, undecided) = totals.into_inner().expect("threads joined");
+    let (seeds, events, ops, unknown, undecided, stalls) =
+        totals.into_inner().expect("threads joined");
     let violations: usize = failures.iter().map(|r| r.violations.len()).sum();
     println!(
         "raft-sim: {seeds} seeds, {violations} violations ({} failing seeds), {events} events, \
-         {ops} client ops completed, {unknown} unknown, {undecided} histories undecided, {:.1}s",
+         {ops} client ops completed, {unknown} unknown, {undecided} histories undecided, \
+         {stalls} stalled by forced policies, {:.1}s",
         failures.len(),
         started.elapsed().as_secs_f64()
     );

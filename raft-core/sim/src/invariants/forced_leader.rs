@@ -1,23 +1,73 @@
-//! Forced-leader exclusivity (Arakoon's forced master): under `LeaderPolicy::Forced(n)`, no node
-//! other than `n` ever becomes leader.
+//! Forced-leader exclusivity (Arakoon's forced master), with policies that change at run time.
+//!
+//! Two checks when a node becomes leader:
+//! - a node whose own adopted policy is `Forced(n)` with `n` another node never becomes leader
+//!   (it must not campaign, and must abandon a campaign it started before adopting it);
+//! - once every running node has adopted `Forced(n)`, no node other than `n` becomes leader in a
+//!   term whose campaign started after that (every vote of such a term was cast under the forced
+//!   policy). The condition must hold without a break from then on: a node that starts with
+//!   another policy, or adopts one, could legitimately have voted otherwise.
 
-use raft_core::{NodeId, Term};
+use std::collections::BTreeMap;
 
-/// Watches leaders under a forced policy.
+use raft_core::{LeaderPolicy, NodeId, Term};
+
+/// Watches leaders against the forced policies nodes have adopted.
 #[derive(Debug, Default)]
 pub struct ForcedLeader {
-    forced: Option<NodeId>,
+    /// The node every running node has forced, and since when (simulated time), without a break.
+    all_forced: Option<(NodeId, u64)>,
+    /// When each node last became a candidate, and for which term.
+    campaigns: BTreeMap<NodeId, (Term, u64)>,
 }
 
 impl ForcedLeader {
-    /// Checks leaders against `forced` (`None`: no forced policy in this run).
-    pub fn new(forced: Option<NodeId>) -> Self {
-        Self { forced }
+    /// The leader policies of the running nodes changed (or the set of running nodes did):
+    /// `policies` are all of them, now.
+    pub fn on_policies<'a>(
+        &mut self,
+        now: u64,
+        policies: impl IntoIterator<Item = &'a LeaderPolicy>,
+    ) {
+        let mut forced = None;
+        let mut all = true;
+        for policy in policies {
+            match (policy, forced) {
+                (LeaderPolicy::Forced(n), None) => forced = Some(*n),
+                (LeaderPolicy::Forced(n), Some(f)) if *n == f => {}
+                _ => all = false,
+            }
+        }
+        self.all_forced = match (all, forced, self.all_forced) {
+            (true, Some(n), Some((since_n, since))) if since_n == n => Some((n, since)),
+            (true, Some(n), _) => Some((n, now)),
+            _ => None,
+        };
     }
 
-    /// `node` became leader in `term`. Returns the violation, if any.
-    pub fn on_leader(&self, node: NodeId, term: Term) -> Option<String> {
-        let forced = self.forced?;
-        (node != forced).then(|| format!("node {node} led term {term} but {forced} is forced"))
+    /// `node` became a candidate for `term`.
+    pub fn on_campaign(&mut self, node: NodeId, term: Term, now: u64) {
+        self.campaigns.insert(node, (term, now));
+    }
+
+    /// `node` became leader in `term`; `own` is the leader policy it has adopted. Returns the
+    /// violation, if any.
+    pub fn on_leader(&self, node: NodeId, term: Term, own: &LeaderPolicy) -> Option<String> {
+        if let LeaderPolicy::Forced(forced) = own
+            && *forced != node
+        {
+            return Some(format!(
+                "node {node} became leader of term {term} although its own policy forces {forced}"
+            ));
+        }
+        let (forced, since) = self.all_forced?;
+        let campaign = self.campaigns.get(&node).filter(|(t, _)| *t == term);
+        match campaign {
+            Some((_, started)) if forced != node && *started >= since => Some(format!(
+                "node {node} became leader of term {term}, whose campaign started at t={started}, \
+                 but every running node had adopted forced({forced}) since t={since}"
+            )),
+            _ => None,
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! One checker per safety property. Each is fed by the cluster as events happen and reports
 //! [`Violation`]s; none of them trusts the core's own view of itself beyond what it observes.
 
+mod commit_rule;
 mod durability;
 mod election_safety;
 mod forced_leader;
@@ -8,6 +9,7 @@ mod leader_completeness;
 mod log_matching;
 mod state_machine_safety;
 
+pub use commit_rule::CommitRuleDurability;
 pub use durability::Durability;
 pub use election_safety::ElectionSafety;
 pub use forced_leader::ForcedLeader;
