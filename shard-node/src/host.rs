@@ -159,6 +159,10 @@ struct Replica {
     idle_commit: LogIndex,
     /// The replication policy applied (also handed to the core).
     policy: GroupPolicy,
+    /// While leading: the log index and commit rule of the last policy this node proposed and
+    /// has not applied yet. It counts by that rule meanwhile (see `propose`), also when an older
+    /// policy entry applies first.
+    proposed_commit: Option<(LogIndex, CommitRule)>,
 }
 
 /// The host loop's state.
@@ -285,6 +289,7 @@ impl Host {
                 idle_ticks: 0,
                 idle_commit: LogIndex::ZERO,
                 policy,
+                proposed_commit: None,
             },
         );
         self.handles
@@ -874,6 +879,7 @@ impl Host {
                     // change itself commits by the new rule. Followers adopt it when they apply
                     // it; a new leader counts by the rule it has applied.
                     replica.raw.set_commit_rule(policy.commit.clone());
+                    replica.proposed_commit = Some((position.last_index, policy.commit.clone()));
                 }
                 Ok((position.last_index, position.term))
             }
@@ -1117,6 +1123,7 @@ impl Host {
             if soft.role != Role::Leader {
                 // A rule adopted early for a policy proposal (see `propose`) lasts only while
                 // this node leads: whoever leads next counts by the applied one.
+                replica.proposed_commit = None;
                 replica.raw.set_commit_rule(replica.policy.commit.clone());
             }
         }
@@ -1135,7 +1142,7 @@ impl Host {
             // The snapshot carries the group's policy in its data.
             let space = replica.raw.storage().key_space();
             match nsm::group_policy(engine.db(), &space) {
-                Ok(policy) => adopt_policy(shard, replica, policy.unwrap_or_default()),
+                Ok(policy) => adopt_policy(shard, replica, policy.unwrap_or_default(), None),
                 Err(e) => {
                     return Err(crate::NodeError::Start(format!(
                         "shard {shard}: reading the installed snapshot: {e}"
@@ -1198,7 +1205,7 @@ impl Host {
             replica.raw.storage_mut().set_applied(&mut batch, applied);
             engine.write(batch, false)?;
             if let Some(policy) = new_policy {
-                adopt_policy(shard, replica, policy);
+                adopt_policy(shard, replica, policy, Some(entry.index));
             }
             if let Some(pending) = replica.writes.remove(&entry.index) {
                 let outcome = if pending.term == entry.term {
@@ -1239,8 +1246,19 @@ impl Host {
     }
 }
 
-/// Hands an applied replication policy to the core.
-fn adopt_policy(shard: ShardId, replica: &mut Replica, policy: GroupPolicy) {
+/// Hands a replication policy applied at `index` (`None`: from a snapshot) to the core. A
+/// leader that proposed a newer policy keeps counting by that one's rule until it applies it.
+fn adopt_policy(
+    shard: ShardId,
+    replica: &mut Replica,
+    policy: GroupPolicy,
+    index: Option<LogIndex>,
+) {
+    if let Some((proposed_at, _)) = &replica.proposed_commit
+        && index.is_none_or(|i| i >= *proposed_at)
+    {
+        replica.proposed_commit = None;
+    }
     if policy == replica.policy {
         return;
     }
@@ -1250,7 +1268,11 @@ fn adopt_policy(shard: ShardId, replica: &mut Replica, policy: GroupPolicy) {
         leader = ?policy.leader,
         "replication policy applied"
     );
-    replica.raw.set_commit_rule(policy.commit.clone());
+    let rule = match &replica.proposed_commit {
+        Some((_, newer)) => newer.clone(),
+        None => policy.commit.clone(),
+    };
+    replica.raw.set_commit_rule(rule);
     replica.raw.set_leader_policy(policy.leader.clone());
     replica.policy = policy;
 }
