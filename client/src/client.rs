@@ -14,6 +14,8 @@ use tokio::time::Instant;
 use crate::retry::{self, CallKind, Decision, RetryPlan};
 use crate::{ClientConfig, Error, NamespaceClient};
 
+/// The key under which the manager leader is cached (a shard id nodes reserve: no shard has it).
+const MANAGER_GROUP: ShardId = ShardId(u64::MAX);
 /// An async client of a cairn cluster. Cheap to clone: clones share the QUIC endpoint, the
 /// connections (one per node, opened lazily and reopened after a failure) and the leader cache.
 ///
@@ -203,11 +205,13 @@ impl Client {
             | Request::WhoLeader { shard }
             | Request::CompactLog { shard }
             | Request::SetGroupPolicy { shard, .. } => Some(*shard),
+            // Only the manager leader answers: remember it like a shard's leader, so that a
+            // dead first manager does not cost every call its whole connect timeout.
+            Request::Manager(_) => Some(MANAGER_GROUP),
             Request::Status
             | Request::RoutedRead { .. }
             | Request::RoutedWrite { .. }
-            | Request::CreateReplica { .. }
-            | Request::Manager(_) => None,
+            | Request::CreateReplica { .. } => None,
         };
         let config = &self.inner.config;
         let mut plan = RetryPlan::new(kind, config.nodes.clone(), config.max_leader_hops);
@@ -232,6 +236,12 @@ impl Client {
                     addr = leader;
                 }
                 Decision::Retry { addr: next, after } => {
+                    // A cached leader that failed is not the leader to start from next time.
+                    if let Some(shard) = shard
+                        && self.cached_leader(shard) == Some(addr)
+                    {
+                        self.forget_leader(shard);
+                    }
                     tracing::debug!(from = %addr, to = %next, after_ms = after.as_millis() as u64, op = request.name(), "retrying at the next node");
                     tokio::time::sleep_until(deadline.min(Instant::now() + after)).await;
                     addr = next;
@@ -276,6 +286,14 @@ impl Client {
             }),
             other => Error::Protocol(format!("cannot encode the request: {other}")),
         })
+    }
+
+    fn forget_leader(&self, shard: ShardId) {
+        self.inner
+            .leaders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&shard);
     }
 
     fn remember_leader(&self, shard: ShardId, hint: &LeaderHint) {

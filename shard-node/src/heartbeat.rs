@@ -44,6 +44,8 @@ pub async fn run(
     let mut config = ClientConfig::new(link.addrs.clone(), identity);
     // A heartbeat older than its interval is worthless: the next one replaces it.
     config.request_timeout_ms = link.heartbeat_interval_ms.max(200);
+    // A dead manager must not take the whole budget: leave time to try the others.
+    config.connect_timeout_ms = (config.request_timeout_ms / 4).max(50);
     let client = match Client::new(config) {
         Ok(client) => client,
         Err(e) => {
