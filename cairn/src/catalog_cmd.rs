@@ -351,13 +351,16 @@ fn shards_table(mut shards: Vec<ShardInfo>) -> String {
                 .map(|r| format!("{}@{}/{}", r.node.0, r.addr, r.site))
                 .collect();
             let pending = if s.policy_applied { "" } else { "*" };
+            let replacing = s
+                .replacing
+                .map_or(String::new(), |r| format!(" (replacing {r})"));
             vec![
                 s.id.to_string(),
                 s.state.to_string(),
                 s.namespaces.to_string(),
                 format!("{}{pending}", s.policy.commit),
                 format!("{}{pending}", s.policy.leader),
-                replicas.join(","),
+                format!("{}{replacing}", replicas.join(",")),
             ]
         })
         .collect();
@@ -458,7 +461,7 @@ pub(crate) fn rfc3339_utc(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use cairn_wire::api::ReplicaAddr;
-    use cairn_wire::catalog::{HostState, ShardPolicy, ShardState};
+    use cairn_wire::catalog::{HostState, Replacement, ShardPolicy, ShardState};
     use raft_core::NodeId;
 
     use super::*;
@@ -506,6 +509,10 @@ mod tests {
             },
             home_site: Some("dc2".into()),
             policy_applied: id == 2,
+            replacing: (id == 7).then_some(Replacement {
+                old: NodeId(1),
+                new: NodeId(5),
+            }),
         };
         let text = shards_table(vec![
             shard(7, ShardState::Creating),
@@ -526,6 +533,8 @@ mod tests {
             lines[2].starts_with("7   creating  4           majority+all-sites*  preferred(dc2)*"),
             "{text}"
         );
+        // A replacement in progress is shown after the replicas.
+        assert!(lines[2].ends_with("/dc2 (replacing 1 -> 5)"), "{text}");
     }
 
     #[test]

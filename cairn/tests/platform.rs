@@ -631,3 +631,133 @@ fn serde_json_value(text: &str) -> String {
     // Compare the documents, not their whitespace.
     text.split_whitespace().collect()
 }
+
+/// A host that stays down has its replicas replaced by the shard's placement policy: the new
+/// replica goes to the lost replica's site (a required site) although a host elsewhere sorts
+/// first, joins empty, catches up with writes going on, and takes the old one's place as a
+/// voter. No acknowledged write is missing on it, and the old replica is dropped when its host
+/// comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_on_a_dead_host_is_replaced_in_its_site_and_nothing_is_lost() {
+    let _serial = serial().await;
+    // Hosts 1 a, 2 a, 3 b, 4 a, 5 b: a shard gets hosts 1, 2 (site a) and 3 (site b).
+    let mut platform = Platform::start(Shape {
+        host_sites: vec!["a", "a", "b", "a", "b"],
+        catalog_extra: "required_sites = [\"a\", \"b\"]\nmin_replicas_per_site = 1\n\
+                        replace_after_ms = 2000",
+        ..Shape::default()
+    });
+    let managers = platform.manager_client();
+    platform.wait_ready(&managers).await;
+    let info = create(&managers, "photos").await.unwrap();
+    let shard_of = |list: Vec<cairn_wire::catalog::ShardInfo>| {
+        list.into_iter()
+            .find(|s| s.id == info.shard)
+            .expect("the namespace's shard")
+    };
+    let nodes = |s: &cairn_wire::catalog::ShardInfo| -> BTreeSet<u64> {
+        s.replicas.iter().map(|r| r.node.0).collect()
+    };
+    let before = shard_of(shards(&managers).await);
+    assert_eq!(nodes(&before), BTreeSet::from([1, 2, 3]), "{before:?}");
+
+    // Writes go on through the router the whole time; only acknowledged ones are checked.
+    let router = platform.router_client();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let space = router.routed(ns("photos"));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (key, value) = (format!("key-{i:05}"), format!("value-{i}"));
+                if let Ok(written) = space.set(key.clone(), value.clone()).await {
+                    acked.push((key, value, written.index));
+                }
+                i += 1;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    platform.kill_host(3);
+    let killed = std::time::Instant::now();
+    let after = eventually(Duration::from_secs(60), "replica 3 replaced", || async {
+        let s = shard_of(shards(&managers).await);
+        (s.replacing.is_none() && !nodes(&s).contains(&3)).then_some(s)
+    })
+    .await;
+    println!("replaced in {:?}: {:?}", killed.elapsed(), after.replicas);
+    // Site b lost its only replica: the replacement is host 5 in b, not host 4 in a.
+    assert_eq!(nodes(&after), BTreeSet::from([1, 2, 5]), "{after:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.await.unwrap();
+    let last = acked.last().expect("writes were acknowledged").2;
+    println!(
+        "{} writes acknowledged, the last at index {last}",
+        acked.len()
+    );
+    assert!(
+        acked.len() > 20,
+        "too few writes got through: {}",
+        acked.len()
+    );
+
+    // The new replica is a voter, holds every acknowledged write, and serves reads.
+    let hosts = platform.host_client();
+    let status = eventually(Duration::from_secs(20), "host 5 caught up", || async {
+        let list = hosts.status(platform.hosts[&5].addr).await.ok()?;
+        let status = list.into_iter().find(|s| s.shard == info.shard)?;
+        (status.applied >= last).then_some(status)
+    })
+    .await;
+    let voters: BTreeSet<u64> = status.voters.iter().map(|n| n.0).collect();
+    assert_eq!(voters, BTreeSet::from([1, 2, 5]), "{status:?}");
+    assert!(status.learners.is_empty(), "{status:?}");
+    let local = hosts
+        .namespace_at(platform.hosts[&5].addr, info.shard, ns("photos"))
+        .with_epoch(info.epoch);
+    for (key, value, _) in &acked {
+        let read = local
+            .get(key.clone(), Consistency::AtLeast(last))
+            .await
+            .unwrap();
+        assert_eq!(read.value, value.as_bytes(), "{key} on the new replica");
+    }
+    let leader = platform.manager_leader().expect("a manager leads");
+    let text = scrape(platform.managers[&leader].metrics);
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("cairn_manager_replacements_total{stage=\"done\"}")
+                && l.ends_with(" 1")
+        ),
+        "no finished replacement counted:\n{text}"
+    );
+
+    // The old host comes back: its replica, removed from the group, is dropped, and the
+    // catalog and the hosts agree again.
+    platform.start_host(3);
+    eventually(
+        Duration::from_secs(30),
+        "the removed replica dropped",
+        || async {
+            let list = hosts.status(platform.hosts[&3].addr).await.ok()?;
+            (!list.iter().any(|s| s.shard == info.shard)).then_some(())
+        },
+    )
+    .await;
+    check_consistent(&platform, &managers).await;
+
+    // Host 5 votes: with host 1 down, hosts 2 and 5 are the majority that commits.
+    platform.kill_host(1);
+    let space = router.routed(ns("photos"));
+    eventually(
+        Duration::from_secs(20),
+        "a write with host 1 down",
+        || async { space.set("after", "replacement").await.ok() },
+    )
+    .await;
+}

@@ -204,14 +204,18 @@ impl Client {
             | Request::Write { shard, .. }
             | Request::WhoLeader { shard }
             | Request::CompactLog { shard }
-            | Request::SetGroupPolicy { shard, .. } => Some(*shard),
+            | Request::SetGroupPolicy { shard, .. }
+            | Request::ChangeReplicas { shard, .. } => Some(*shard),
             // Only the manager leader answers: remember it like a shard's leader, so that a
             // dead first manager does not cost every call its whole connect timeout.
             Request::Manager(_) => Some(MANAGER_GROUP),
             Request::Status
             | Request::RoutedRead { .. }
             | Request::RoutedWrite { .. }
-            | Request::CreateReplica { .. } => None,
+            | Request::CreateReplica { .. }
+            | Request::JoinReplica { .. }
+            | Request::UpdateReplicas { .. }
+            | Request::DropReplica { .. } => None,
         };
         let config = &self.inner.config;
         let mut plan = RetryPlan::new(kind, config.nodes.clone(), config.max_leader_hops);

@@ -61,8 +61,13 @@ impl CallKind {
                 | ManagerRequest::Routing
                 | ManagerRequest::Watch => Self::ConsistentRead,
             },
+            // Only the leader changes members, and a change already made is answered as done.
+            Request::ChangeReplicas { .. } => Self::ConsistentRead,
             // Idempotent: repeating it is harmless.
             Request::CreateReplica { .. }
+            | Request::JoinReplica { .. }
+            | Request::UpdateReplicas { .. }
+            | Request::DropReplica { .. }
             | Request::Read { .. }
             | Request::WhoLeader { .. }
             | Request::Status

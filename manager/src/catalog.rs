@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use cairn_wire::api::{ApiError, Epoch, GroupPolicy, Namespace, ReplicaAddr, ShardId, Step};
 use cairn_wire::catalog::{
     CommitPolicy, HostInfo, HostState, LeaderPreference, NamespaceInfo, NamespaceRoute,
-    NamespaceState, PlacementPolicy, Policies, RoutingChange, RoutingTable, ShardInfo, ShardPolicy,
-    ShardRoute, ShardState,
+    NamespaceState, PlacementPolicy, Policies, Replacement, RoutingChange, RoutingTable, ShardInfo,
+    ShardPolicy, ShardRoute, ShardState,
 };
 use raft_core::{CommitRule, LeaderPolicy, NodeId};
 use serde::{Deserialize, Serialize};
@@ -54,11 +54,11 @@ pub struct HostRecord {
 pub struct ShardRecord {
     /// Its id.
     pub id: ShardId,
-    /// Its replicas (fixed at placement).
+    /// Its replicas (voters), chosen by [`Catalog::place`]; a replacement swaps one.
     pub replicas: Vec<NodeId>,
     /// Creating or active.
     pub state: ShardState,
-    /// Where its replicas go (fixed at placement).
+    /// Where its replicas go (fixed at placement; replacements honour it too).
     pub placement: PlacementPolicy,
     /// The home site of the namespaces it takes (`None`: namespaces without one).
     pub home_site: Option<String>,
@@ -66,6 +66,8 @@ pub struct ShardRecord {
     pub policy: ShardPolicy,
     /// The group policy its replicas last confirmed applying (`None`: none yet).
     pub applied: Option<GroupPolicy>,
+    /// The replica being replaced, when one is (see [`Catalog::place_replacement`]).
+    pub replacing: Option<Replacement>,
 }
 
 /// A namespace as stored: exactly what the API shows of it.
@@ -299,7 +301,11 @@ impl Catalog {
     pub fn replica_counts(&self) -> BTreeMap<NodeId, u32> {
         let mut counts: BTreeMap<NodeId, u32> = self.hosts.keys().map(|h| (*h, 0)).collect();
         for shard in self.shards.values() {
-            for node in &shard.replicas {
+            for node in shard
+                .replicas
+                .iter()
+                .chain(shard.replacing.as_ref().map(|r| &r.new))
+            {
                 *counts.entry(*node).or_default() += 1;
             }
         }
@@ -398,6 +404,97 @@ impl Catalog {
             *taken.entry(site).or_default() += 1;
         }
         Ok(chosen)
+    }
+
+    /// Where the replacement of `old`, a replica of `shard`, goes: an up host with room that
+    /// holds no replica of the shard, chosen so that the shard's placement holds again.
+    ///
+    /// A required site below its minimum (or the home site, when it has no replica left) gets
+    /// it first; otherwise `old`'s own site, which keeps the spread the shard was placed with;
+    /// otherwise the site with the fewest of the shard's replicas. Within a site, the host with
+    /// the fewest replicas (ties: lowest id). Fails with [`ApiError::Unavailable`], naming the
+    /// site, when no host can restore the placement: a replacement never breaks it.
+    pub fn place_replacement(&self, shard: &ShardRecord, old: NodeId) -> Result<NodeId, ApiError> {
+        let load = self.replica_counts();
+        let remaining: Vec<NodeId> = shard
+            .replicas
+            .iter()
+            .copied()
+            .filter(|n| *n != old)
+            .collect();
+        let mut per_site: BTreeMap<&str, usize> = BTreeMap::new();
+        for node in &remaining {
+            *per_site.entry(self.site_of(*node)).or_default() += 1;
+        }
+        let mut candidates: BTreeMap<&str, Vec<(u32, NodeId)>> = BTreeMap::new();
+        for host in self.hosts.values() {
+            let used = load.get(&host.id).copied().unwrap_or(0);
+            let member = shard.replicas.contains(&host.id)
+                || shard.replacing.is_some_and(|r| r.new == host.id);
+            if host.state == HostState::Up && used < host.capacity_replicas && !member {
+                candidates
+                    .entry(&host.site)
+                    .or_default()
+                    .push((used, host.id));
+            }
+        }
+        let best_in = |site: &str| -> Option<NodeId> {
+            candidates.get(site)?.iter().min().map(|(_, id)| *id)
+        };
+        let mut short: Vec<(&str, usize)> = shard
+            .placement
+            .required_sites
+            .iter()
+            .map(|site| (site.as_str(), shard.placement.min_per_site as usize))
+            .collect();
+        if let Some(home) = &shard.home_site {
+            short.push((home.as_str(), 1));
+        }
+        for (site, wanted) in short {
+            if per_site.get(site).copied().unwrap_or(0) < wanted {
+                return best_in(site).ok_or_else(|| {
+                    ApiError::Unavailable(format!(
+                        "cannot replace replica {} of shard {}: site {site} needs {wanted} \
+                         replicas and has no up host with room that holds none of the shard",
+                        old.0, shard.id
+                    ))
+                });
+            }
+        }
+        if let Some(id) = best_in(self.site_of(old)) {
+            return Ok(id);
+        }
+        candidates
+            .iter()
+            .filter_map(|(site, hosts)| {
+                let best = hosts.iter().min()?;
+                Some(((per_site.get(site).copied().unwrap_or(0), *best), best.1))
+            })
+            .min()
+            .map(|(_, id)| id)
+            .ok_or_else(|| {
+                ApiError::Unavailable(format!(
+                    "cannot replace replica {} of shard {}: no up host with room holds none of \
+                     the shard",
+                    old.0, shard.id
+                ))
+            })
+    }
+
+    /// The shards among `hosted` (reported by `host`) whose replica on that host the catalog
+    /// no longer has: the group removed it when the replica was replaced.
+    pub fn strays(&self, host: NodeId, hosted: &[ShardId]) -> Vec<ShardId> {
+        hosted
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.shards.get(id).is_some_and(|s| {
+                    s.state == ShardState::Active
+                        && !s.replicas.contains(&host)
+                        && s.replacing.is_none_or(|r| r.new != host)
+                })
+            })
+            .collect()
     }
 
     /// The site of a host (empty when unknown).
@@ -549,6 +646,7 @@ impl Catalog {
                         leader,
                     },
                     applied: None,
+                    replacing: None,
                 }));
                 id
             }
@@ -631,6 +729,7 @@ impl Catalog {
                 policy: s.policy.clone(),
                 home_site: s.home_site.clone(),
                 policy_applied: s.applied.as_ref() == Some(&self.group_policy(s)),
+                replacing: s.replacing,
             })
             .collect()
     }
@@ -976,6 +1075,109 @@ mod tests {
             c.place(&replicas(3), None),
             Err(ApiError::Unavailable(_))
         ));
+    }
+
+    /// A shard with `replicas` under `placement`, recorded in `c` as active.
+    fn shard_on(
+        c: &mut Catalog,
+        id: u64,
+        replicas: &[u64],
+        placement: PlacementPolicy,
+    ) -> ShardRecord {
+        let record = ShardRecord {
+            id: ShardId(id),
+            replicas: replicas.iter().copied().map(NodeId).collect(),
+            state: ShardState::Active,
+            placement,
+            home_site: None,
+            policy: ShardPolicy::default(),
+            applied: None,
+            replacing: None,
+        };
+        c.apply(vec![Change::Shard(record.clone())]);
+        record
+    }
+
+    fn set_down(c: &mut Catalog, id: u64) {
+        let mut host = c.hosts[&NodeId(id)].clone();
+        host.state = HostState::Down;
+        c.apply(vec![Change::Host(host)]);
+    }
+
+    #[test]
+    fn a_replacement_restores_the_site_minimums_first() {
+        let mut c = catalog(
+            &[(1, "a"), (2, "a"), (3, "b"), (4, "a"), (5, "b"), (6, "c")],
+            50,
+        );
+        let placement = PlacementPolicy {
+            replicas: 3,
+            min_per_site: 1,
+            required_sites: vec!["a".into(), "b".into()],
+        };
+        let shard = shard_on(&mut c, 1, &[1, 2, 3], placement);
+        set_down(&mut c, 3);
+        // b lost its only replica: the replacement goes to b, never to a or c.
+        assert_eq!(c.place_replacement(&shard, NodeId(3)).unwrap(), NodeId(5));
+        // With no up host in b, nothing can restore the placement: refused, naming the site.
+        set_down(&mut c, 5);
+        let err = c.place_replacement(&shard, NodeId(3)).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Unavailable(m) if m.contains("site b")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_replacement_keeps_the_spread_then_evens_the_sites() {
+        let mut c = catalog(
+            &[(1, "a"), (2, "b"), (3, "c"), (4, "a"), (5, "b"), (6, "b")],
+            50,
+        );
+        let shard = shard_on(&mut c, 1, &[1, 2, 3], replicas(3));
+        // Host 5 gets load elsewhere: host 6 is the least loaded in b.
+        shard_on(&mut c, 2, &[5], replicas(1));
+        set_down(&mut c, 2);
+        assert_eq!(c.place_replacement(&shard, NodeId(2)).unwrap(), NodeId(6));
+        // No other host in c: the replacement goes to the site with the fewest replicas left
+        // (a and b hold one each; ties go to the least loaded host, then the lowest id).
+        set_down(&mut c, 3);
+        let new = c.place_replacement(&shard, NodeId(3)).unwrap();
+        assert!(new == NodeId(4) || new == NodeId(6), "{new}");
+        assert!(!shard.replicas.contains(&new));
+    }
+
+    #[test]
+    fn a_replacement_counts_towards_load_and_never_reuses_a_member() {
+        let mut c = catalog(&[(1, "a"), (2, "a"), (3, "a"), (4, "a"), (5, "a")], 50);
+        let mut shard = shard_on(&mut c, 1, &[1, 2, 3], replicas(3));
+        set_down(&mut c, 3);
+        let first = c.place_replacement(&shard, NodeId(3)).unwrap();
+        assert_eq!(first, NodeId(4));
+        shard.replacing = Some(Replacement {
+            old: NodeId(3),
+            new: first,
+        });
+        c.apply(vec![Change::Shard(shard.clone())]);
+        assert_eq!(
+            c.replica_counts()[&NodeId(4)],
+            1,
+            "the joining replica is counted"
+        );
+        // Host 4 already joins this shard: a second pick would take host 5.
+        assert_eq!(c.place_replacement(&shard, NodeId(3)).unwrap(), NodeId(5));
+        // Hosts that report a shard: members and the joining replica are not strays, the
+        // replaced one is once the catalog swapped it.
+        assert!(c.strays(NodeId(4), &[ShardId(1)]).is_empty());
+        assert!(c.strays(NodeId(3), &[ShardId(1)]).is_empty());
+        shard.replicas = vec![NodeId(1), NodeId(2), NodeId(4)];
+        shard.replacing = None;
+        c.apply(vec![Change::Shard(shard)]);
+        assert_eq!(
+            c.strays(NodeId(3), &[ShardId(1), ShardId(9)]),
+            vec![ShardId(1)]
+        );
+        assert!(c.strays(NodeId(4), &[ShardId(1)]).is_empty());
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! min_replicas_per_site = 1      # in each required site
 //! required_sites = ["dc1", "dc2"] # default: none
 //! commit = "majority"            # or "majority+all-sites"
+//! replace_after_ms = 300000      # replace the replicas of a host down this long (0: never)
 //! ```
 //!
 //! The policies (the first three keys and `commit`) seed the catalog when it has none yet; after
@@ -51,6 +52,11 @@ pub struct CatalogConfig {
     pub commit: String,
     /// A host not heard from for this long is marked down. Default 5000 ms.
     pub host_down_after_ms: u64,
+    /// A replica whose host has been down this long is replaced: a new replica is placed by the
+    /// shard's placement policy, joins as a learner, catches up and takes the old one's place.
+    /// Counted from when the manager leader saw the host down. 0 never replaces. Default
+    /// 300 000 ms (5 min): long enough that a restart or a short outage costs no copy.
+    pub replace_after_ms: u64,
     /// How often the reconciler looks for unfinished work when nothing wakes it. Default 500 ms.
     pub reconcile_interval_ms: u64,
     /// How long a namespace create or delete request waits for the work to finish before it
@@ -68,6 +74,7 @@ impl Default for CatalogConfig {
             required_sites: policies.placement.required_sites,
             commit: policies.commit.to_string(),
             host_down_after_ms: 5_000,
+            replace_after_ms: 300_000,
             reconcile_interval_ms: 500,
             request_wait_ms: 30_000,
         }

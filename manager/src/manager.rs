@@ -12,11 +12,17 @@
 //! state deleting are dropped from their shard, then removed; a shard whose replicas do not run
 //! the replication policy the catalog derives for it (commit rule and leader policy, in node
 //! terms: see [`Catalog::group_policy`]) is sent it (`SetGroupPolicy`, through the shard's log),
-//! and namespaces are adopted only by shards that run it. Every step is idempotent and the
+//! and namespaces are adopted only by shards that run it. A replica whose host has been down
+//! for `replace_after_ms` is replaced: the catalog records the replacement (placed by the
+//! shard's placement policy, see [`Catalog::place_replacement`]), the new replica joins empty
+//! (`JoinReplica`), the leader adds it as a learner, which catches up by snapshot, then promotes
+//! it and removes the old one in one joint change (`ChangeReplicas`); only then does the
+//! catalog swap them, and the removed replica is dropped when its host returns
+//! (`DropReplica`). Every step is idempotent and the
 //! catalog records the decision *before* any host is told, so a new leader resumes exactly
 //! where the old one stopped: no duplicate shard, no orphan replica, no namespace twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -25,12 +31,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_client::{Client, ClientConfig};
 use cairn_wire::api::{
-    ApiError, Consistency, GroupPolicy, KeyRange, LeaderHint, Namespace, ReadOp, ReadResult,
-    Request, Response, ShardId, WriteOp,
+    ApiError, Consistency, GroupPolicy, KeyRange, LeaderHint, MembershipChange, Namespace, ReadOp,
+    ReadResult, ReplicaAddr, Request, Response, ShardId, WriteOp,
 };
 use cairn_wire::catalog::{
     CommitPolicy, Heartbeat, HostState, LeaderPreference, ManagerRequest, ManagerResponse,
-    NamespaceState, PlacementPolicy, Policies, RoutingChange, ShardState, validate_site,
+    NamespaceState, PlacementPolicy, Policies, Replacement, RoutingChange, ShardState,
+    validate_site,
 };
 use cairn_wire::frame;
 use cairn_wire::tls::{Identity, PeerRole};
@@ -56,6 +63,8 @@ const LOAD_PAGE: u32 = 10_000;
 const CHANGE_ATTEMPTS: usize = 5;
 /// The most shard operations the reconciler runs at once.
 const PARALLEL_MAX: usize = 64;
+/// The most replica replacements in progress at once (each copies a shard to a new host).
+const REPLACING_MAX: usize = 8;
 /// How long the reconciler waits for a new shard to elect a leader in one pass.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 
@@ -83,6 +92,12 @@ pub struct Manager {
     heard: SyncMutex<BTreeMap<NodeId, Instant>>,
     /// When this node last became leader: a host is given a full grace period from then.
     leading_since: SyncMutex<Instant>,
+    /// When this leader first saw each down host down (leader's memory only): its replicas
+    /// are replaced once that is `replace_after_ms` ago.
+    down_since: SyncMutex<BTreeMap<NodeId, Instant>>,
+    /// Replicas that hosts report and the catalog no longer has (their group removed them):
+    /// the reconciler tells the hosts to drop them.
+    strays: SyncMutex<BTreeSet<(NodeId, ShardId)>>,
     /// Clients of each shard's replicas, for adopt and drop.
     shard_clients: SyncMutex<BTreeMap<ShardId, Client>>,
     /// A client for single requests to hosts (create replica, who leads).
@@ -124,6 +139,8 @@ impl Manager {
             changes: broadcast::channel(WATCH_BUFFER).0,
             heard: SyncMutex::new(BTreeMap::new()),
             leading_since: SyncMutex::new(Instant::now()),
+            down_since: SyncMutex::new(BTreeMap::new()),
+            strays: SyncMutex::new(BTreeSet::new()),
             shard_clients: SyncMutex::new(BTreeMap::new()),
             hosts,
             wake: Notify::new(),
@@ -152,6 +169,8 @@ impl Manager {
                 self.leading.send_replace(None);
                 self.state.lock().await.catalog = None;
                 self.heard.lock().expect("heard lock").clear();
+                self.down_since.lock().expect("down_since lock").clear();
+                self.strays.lock().expect("strays lock").clear();
                 m::is_leader(false);
             }
             tokio::time::sleep(LEADERSHIP_POLL).await;
@@ -431,12 +450,21 @@ impl Manager {
             capacity_replicas: beat.capacity_replicas,
             state: HostState::Up,
         };
+        let mut strays = Vec::new();
         let changed = self
             .change(false, |catalog| {
+                strays = catalog.strays(beat.id, &beat.replicas);
                 Ok((catalog.hosts.get(&wanted.id) != Some(&wanted))
                     .then(|| (vec![Change::Host(wanted.clone())], ())))
             })
             .await?;
+        if !strays.is_empty() {
+            self.strays
+                .lock()
+                .expect("strays lock")
+                .extend(strays.into_iter().map(|shard| (beat.id, shard)));
+            self.wake.notify_one();
+        }
         if changed.is_some() {
             info!(
                 host = wanted.id.0,
@@ -711,7 +739,7 @@ impl Manager {
         // What to do, from one view of the catalog.
         let (creating_shards, adopt, drop, policies) = self
             .read(|c| {
-                let creating: Vec<(ShardId, Vec<cairn_wire::api::ReplicaAddr>)> = c
+                let creating: Vec<(ShardId, Vec<ReplicaAddr>)> = c
                     .shards
                     .values()
                     .filter(|s| s.state == ShardState::Creating)
@@ -767,7 +795,327 @@ impl Manager {
         if !drop.is_empty() {
             self.drop_namespaces(drop).await?;
         }
+        self.plan_replacements().await?;
+        self.advance_replacements().await?;
+        self.drop_strays().await;
         Ok(())
+    }
+
+    /// Picks replacements for replicas whose host has been down for `replace_after_ms`, and
+    /// records each in the catalog before anything is done about it (a new leader resumes it).
+    async fn plan_replacements(&self) -> Result<(), ApiError> {
+        if self.config.replace_after_ms == 0 {
+            return Ok(());
+        }
+        let limit = Duration::from_millis(self.config.replace_after_ms);
+        let down: BTreeSet<NodeId> = self
+            .read(|c| {
+                c.hosts
+                    .values()
+                    .filter(|h| h.state == HostState::Down)
+                    .map(|h| h.id)
+                    .collect()
+            })
+            .await?;
+        let dead: BTreeSet<NodeId> = {
+            let mut since = self.down_since.lock().expect("down_since lock");
+            since.retain(|id, _| down.contains(id));
+            for id in &down {
+                since.entry(*id).or_insert_with(Instant::now);
+            }
+            since
+                .iter()
+                .filter(|(_, seen)| seen.elapsed() >= limit)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        if dead.is_empty() {
+            return Ok(());
+        }
+        // One shard per change: each placement counts the replicas placed before it.
+        let mut refused = BTreeSet::new();
+        loop {
+            let planned = self
+                .change(false, |c| {
+                    let in_progress = c.shards.values().filter(|s| s.replacing.is_some()).count();
+                    if in_progress >= REPLACING_MAX {
+                        return Ok(None);
+                    }
+                    for shard in c.shards.values() {
+                        if shard.state != ShardState::Active
+                            || shard.replacing.is_some()
+                            || refused.contains(&shard.id)
+                        {
+                            continue;
+                        }
+                        let Some(old) = shard.replicas.iter().copied().find(|n| dead.contains(n))
+                        else {
+                            continue;
+                        };
+                        if shard.policy.leader == LeaderPreference::Forced(old) {
+                            // The policy says only `old` may lead: an operator changes it first.
+                            refused.insert(shard.id);
+                            warn!(
+                                shard = shard.id.0,
+                                node = old.0,
+                                "not replacing the forced leader of a shard: change its leader \
+                                 policy to replace it"
+                            );
+                            continue;
+                        }
+                        match c.place_replacement(shard, old) {
+                            Ok(new) => {
+                                let mut record = shard.clone();
+                                let replacement = Replacement { old, new };
+                                record.replacing = Some(replacement);
+                                return Ok(Some((
+                                    vec![Change::Shard(record)],
+                                    (shard.id, replacement),
+                                )));
+                            }
+                            Err(e) => {
+                                refused.insert(shard.id);
+                                warn!(shard = shard.id.0, "{e}");
+                            }
+                        }
+                    }
+                    Ok(None)
+                })
+                .await?;
+            let Some((shard, replacement)) = planned else {
+                return Ok(());
+            };
+            m::replacement("planned");
+            info!(
+                shard = shard.0,
+                old = replacement.old.0,
+                new = replacement.new.0,
+                "replacing a replica whose host is down"
+            );
+        }
+    }
+
+    /// Drives every replacement the catalog records one step further (each step is
+    /// idempotent); failures are logged and retried on the next pass.
+    async fn advance_replacements(&self) -> Result<(), ApiError> {
+        let shards: Vec<ShardId> = self
+            .read(|c| {
+                c.shards
+                    .values()
+                    .filter(|s| s.replacing.is_some())
+                    .map(|s| s.id)
+                    .collect()
+            })
+            .await?;
+        m::replacing(shards.len());
+        let results =
+            futures_util::future::join_all(shards.iter().map(|s| self.advance_replacement(*s)))
+                .await;
+        for (shard, result) in shards.into_iter().zip(results) {
+            if let Err(e) = result {
+                debug!(shard = shard.0, "replacement not done yet: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// One replacement: the new replica joins (empty), every replica learns where it is, the
+    /// leader adds it as a learner, then (once it caught up) promotes it and removes the old
+    /// one in one joint change; only then does the catalog swap them.
+    async fn advance_replacement(&self, shard: ShardId) -> Result<(), ApiError> {
+        let Some((replacement, all, voters)) = self
+            .read(|c| {
+                let record = c.shards.get(&shard)?;
+                let replacement = record.replacing?;
+                let mut with_new = record.clone();
+                with_new.replicas.push(replacement.new);
+                Some((
+                    replacement,
+                    c.replica_addrs(&with_new),
+                    c.replica_addrs(record),
+                ))
+            })
+            .await?
+        else {
+            return Ok(());
+        };
+        let addr_of = |node: NodeId| -> Result<SocketAddr, ApiError> {
+            let replica = all
+                .iter()
+                .find(|r| r.node == node)
+                .ok_or_else(|| ApiError::Internal(format!("node {} is not listed", node.0)))?;
+            replica.addr.parse().map_err(|e| {
+                ApiError::Internal(format!("host {} address {:?}: {e}", node.0, replica.addr))
+            })
+        };
+        let unavailable = |what: String| {
+            move |e: cairn_client::Error| ApiError::Unavailable(format!("{what}: {e}"))
+        };
+        // 1. The new replica exists (empty, waiting for the leader).
+        self.hosts
+            .request_to(
+                addr_of(replacement.new)?,
+                Request::JoinReplica {
+                    shard,
+                    replicas: all.clone(),
+                },
+            )
+            .await
+            .map_err(unavailable(format!(
+                "joining shard {shard} on host {}",
+                replacement.new.0
+            )))?;
+        // 2. Whichever replica leads knows where it is.
+        self.tell_replicas(shard, &all, replacement.old).await;
+        // 3. Learner, then voter in the old one's place.
+        let live: Vec<SocketAddr> = voters
+            .iter()
+            .filter(|r| r.node != replacement.old)
+            .filter_map(|r| r.addr.parse().ok())
+            .collect();
+        let client = self.shard_client(shard, &live)?;
+        let change = |change: MembershipChange| {
+            let client = client.clone();
+            async move {
+                match client
+                    .request(Request::ChangeReplicas { shard, change })
+                    .await
+                {
+                    Ok(Response::Members(members)) => Ok(members),
+                    Ok(other) => Err(ApiError::Internal(format!(
+                        "{change} on shard {shard}: unexpected answer {}",
+                        other.kind()
+                    ))),
+                    Err(e) => Err(match e.api() {
+                        Some(api) => api.clone(),
+                        None => ApiError::Unavailable(format!("{change} on shard {shard}: {e}")),
+                    }),
+                }
+            }
+        };
+        let members = change(MembershipChange::AddLearner(replacement.new)).await?;
+        let members = if members.voters.contains(&replacement.new) {
+            members
+        } else {
+            change(MembershipChange::Replace {
+                add: replacement.new,
+                remove: replacement.old,
+            })
+            .await?
+        };
+        if members.joint()
+            || !members.voters.contains(&replacement.new)
+            || members.voters.contains(&replacement.old)
+            || members.learners.contains(&replacement.old)
+        {
+            return Err(ApiError::Unavailable(format!(
+                "shard {shard} is still changing its members: {members:?}"
+            )));
+        }
+        // 4. The catalog swaps them; routers and the policy follow.
+        let swapped = self
+            .change(false, |c| {
+                let Some(record) = c.shards.get(&shard) else {
+                    return Ok(None);
+                };
+                if record.replacing != Some(replacement) {
+                    return Ok(None);
+                }
+                let mut record = record.clone();
+                for node in &mut record.replicas {
+                    if *node == replacement.old {
+                        *node = replacement.new;
+                    }
+                }
+                record.replacing = None;
+                let replicas = c.replica_addrs(&record);
+                Ok(Some((vec![Change::Shard(record)], replicas)))
+            })
+            .await?;
+        if let Some(replicas) = swapped {
+            m::replacement("done");
+            info!(
+                shard = shard.0,
+                old = replacement.old.0,
+                new = replacement.new.0,
+                "replica replaced"
+            );
+            self.tell_replicas(shard, &replicas, replacement.old).await;
+            self.strays
+                .lock()
+                .expect("strays lock")
+                .insert((replacement.old, shard));
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Tells every replica host but `skip` where the shard's replicas are (best effort: the
+    /// leader refuses to add a node whose address it does not know, which is retried).
+    async fn tell_replicas(&self, shard: ShardId, replicas: &[ReplicaAddr], skip: NodeId) {
+        let calls = replicas
+            .iter()
+            .filter(|r| r.node != skip)
+            .filter_map(|r| Some((r.node, r.addr.parse::<SocketAddr>().ok()?)))
+            .map(|(node, addr)| async move {
+                let request = Request::UpdateReplicas {
+                    shard,
+                    replicas: replicas.to_vec(),
+                };
+                if let Err(e) = self.hosts.request_to(addr, request).await {
+                    debug!(shard = shard.0, host = node.0, "telling the replicas: {e}");
+                }
+            });
+        futures_util::future::join_all(calls).await;
+    }
+
+    /// Tells hosts to drop the replicas their groups removed (the hosts refuse for a replica
+    /// that leads or that the manager did not create). Failures are retried when the host
+    /// reports the replica again.
+    async fn drop_strays(&self) {
+        let strays: Vec<(NodeId, ShardId)> =
+            std::mem::take(&mut *self.strays.lock().expect("strays lock"))
+                .into_iter()
+                .collect();
+        if strays.is_empty() {
+            return;
+        }
+        let Ok(addrs) = self
+            .read(|c| {
+                strays
+                    .iter()
+                    .map(|(host, _)| {
+                        c.hosts
+                            .get(host)
+                            .and_then(|h| h.addr.parse::<SocketAddr>().ok())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+        else {
+            return;
+        };
+        let calls = strays
+            .iter()
+            .zip(addrs)
+            .filter_map(|((host, shard), addr)| {
+                let addr = addr?;
+                Some(async move {
+                    match self
+                        .hosts
+                        .request_to(addr, Request::DropReplica { shard: *shard })
+                        .await
+                    {
+                        Ok(_) => info!(shard = shard.0, host = host.0, "removed replica dropped"),
+                        Err(e) => debug!(
+                            shard = shard.0,
+                            host = host.0,
+                            "dropping a removed replica: {e}"
+                        ),
+                    }
+                })
+            });
+        futures_util::future::join_all(calls).await;
     }
 
     /// Seeds the catalog's policies from the configuration when it has none yet (after that,
@@ -893,7 +1241,7 @@ impl Manager {
     async fn create_shard(
         &self,
         shard: ShardId,
-        replicas: Vec<cairn_wire::api::ReplicaAddr>,
+        replicas: Vec<ReplicaAddr>,
     ) -> Result<(), ApiError> {
         let calls = replicas.iter().map(|replica| {
             let request = Request::CreateReplica {

@@ -46,6 +46,16 @@ pub fn shard_created() {
     counter!("cairn_manager_shards_created_total").increment(1);
 }
 
+/// A replica replacement was planned (`planned`) or finished (`done`).
+pub fn replacement(stage: &'static str) {
+    counter!("cairn_manager_replacements_total", "stage" => stage).increment(1);
+}
+
+/// Replicas being replaced now.
+pub fn replacing(count: usize) {
+    gauge!("cairn_manager_replacing").set(count as f64);
+}
+
 /// A reconciler pass failed (it is retried).
 pub fn reconcile_error() {
     counter!("cairn_manager_reconcile_errors_total").increment(1);

@@ -20,13 +20,15 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use cairn_wire::api::{
-    ApiError, GroupPolicy, LeaderHint, ReplicaAddr, ReplicaStatus, ShardId, WriteResult,
+    ApiError, GroupPolicy, LeaderHint, Members, MembershipChange, ReplicaAddr, ReplicaStatus,
+    ShardId, WriteResult,
 };
 use cairn_wire::peer::{PeerFrame, QuiescedShard, ShardMessage, SnapshotHeader};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use raft_core::{
-    CommitRule, Config, EntryPayload, Error as RaftError, LeaderPolicy, LogIndex, Message,
-    MessageBody, NodeId, RawNode, Ready, Role, Snapshot, Storage, Term,
+    CommitRule, ConfChange, ConfChangeStep, ConfState, Config, EntryPayload, Error as RaftError,
+    LeaderPolicy, LogIndex, Message, MessageBody, NodeId, RawNode, Ready, Role, Snapshot, Storage,
+    Term,
 };
 use rocksdb::WriteBatch;
 use tokio::sync::{oneshot, watch};
@@ -108,8 +110,20 @@ pub enum Event {
         /// The peer.
         to: NodeId,
     },
-    /// Host a replica of a new shard (the manager asks).
+    /// Host a replica of a new shard, or join an existing one (the manager asks).
     CreateReplica {
+        /// The shard.
+        shard: ShardId,
+        /// Every replica of it.
+        replicas: Vec<ReplicaAddr>,
+        /// Whether the shard exists and this replica joins it (it starts with no configuration
+        /// and learns the group's state from the leader) rather than bootstrapping a new group.
+        join: bool,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// Record where a shard's replicas are now (the manager tells, after membership changes).
+    UpdateReplicas {
         /// The shard.
         shard: ShardId,
         /// Every replica of it.
@@ -117,9 +131,36 @@ pub enum Event {
         /// Where to answer.
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
+    /// Change the group's members (the manager asks the leader); answered when applied.
+    ChangeMembers {
+        /// The shard.
+        shard: ShardId,
+        /// The change.
+        change: MembershipChange,
+        /// Where to answer.
+        reply: oneshot::Sender<WriteOutcome>,
+    },
+    /// The group's members as this replica applied them.
+    Members {
+        /// The shard.
+        shard: ShardId,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<Members, ApiError>>,
+    },
+    /// Delete this host's replica of a shard that removed it (the manager asks).
+    DropReplica {
+        /// The shard.
+        shard: ShardId,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
     /// Stop the loop.
     Shutdown,
 }
+
+/// How far behind the leader's log a learner may be and still be promoted to voter: close
+/// enough that it catches up at once, so the new voter set can commit without waiting for it.
+const PROMOTE_LAG_MAX: u64 = 64;
 
 /// The most events handled in one iteration, so that persisting and answering never wait long.
 const EVENTS_PER_ITERATION_MAX: usize = 4096;
@@ -325,12 +366,18 @@ impl Host {
         }
     }
 
-    /// The manager asks for a replica of a new shard: record it durably, then open it.
-    /// Idempotent: a replica that exists already is left as it is.
+    /// The manager asks for a replica of a new shard (`join`: of an existing shard this node
+    /// joins): record it durably, then open it. Idempotent: a replica that exists already is
+    /// left as it is.
+    ///
+    /// A new shard's replica is recorded first: reopened after a crash, it bootstraps with the
+    /// recorded voters like its peers. A joining replica is opened first, which stores its empty
+    /// configuration: reopened, it keeps it and never bootstraps a group of its own.
     fn create_replica(
         &mut self,
         shard: ShardId,
         replicas: Vec<ReplicaAddr>,
+        join: bool,
     ) -> Result<(), ApiError> {
         if self.replicas.contains_key(&shard) {
             return Ok(());
@@ -346,36 +393,237 @@ impl Host {
                 self.id.0
             )));
         }
-        let mut nodes: Vec<NodeId> = replicas.iter().map(|r| r.node).collect();
-        nodes.sort();
-        nodes.dedup();
-        if nodes.len() != replicas.len() || nodes.contains(&NodeId::NONE) {
-            return Err(ApiError::InvalidArgument(format!(
-                "the replicas of shard {shard} must be distinct nodes with ids above 0"
-            )));
-        }
-        if let Some(bad) = replicas
-            .iter()
-            .find(|r| r.addr.parse::<SocketAddr>().is_err())
-        {
-            return Err(ApiError::InvalidArgument(format!(
-                "replica address {:?} of node {} is not host:port",
-                bad.addr, bad.node.0
-            )));
-        }
+        let nodes = check_replica_list(shard, &replicas)?;
         let record = GroupRecord {
             replicas: replicas.clone(),
             managed: true,
         };
         let internal =
             |e: crate::NodeError| ApiError::Internal(format!("creating shard {shard}: {e}"));
-        self.engine
-            .record_group(shard, &record)
-            .map_err(|e| internal(e.into()))?;
         self.learn_addresses(&replicas);
         let voters: Vec<u64> = nodes.iter().map(|n| n.0).collect();
-        self.open_replica(shard, &voters, true).map_err(internal)?;
-        info!(shard = shard.0, replicas = ?voters, "replica created for the manager");
+        if join {
+            self.open_replica(shard, &[], true).map_err(internal)?;
+            self.engine
+                .record_group(shard, &record)
+                .map_err(|e| internal(e.into()))?;
+            info!(shard = shard.0, replicas = ?voters, "replica joining for the manager");
+        } else {
+            self.engine
+                .record_group(shard, &record)
+                .map_err(|e| internal(e.into()))?;
+            self.open_replica(shard, &voters, true).map_err(internal)?;
+            info!(shard = shard.0, replicas = ?voters, "replica created for the manager");
+        }
+        Ok(())
+    }
+
+    /// The manager tells where a shard's replicas are now: record it (a restart links to them)
+    /// and link to the new ones.
+    fn update_replicas(
+        &mut self,
+        shard: ShardId,
+        replicas: Vec<ReplicaAddr>,
+    ) -> Result<(), ApiError> {
+        let Some(replica) = self.replicas.get(&shard) else {
+            return Err(ApiError::UnknownShard(shard));
+        };
+        check_replica_list(shard, &replicas)?;
+        let record = GroupRecord {
+            replicas: replicas.clone(),
+            managed: replica.raw.storage().managed(),
+        };
+        self.engine
+            .record_group(shard, &record)
+            .map_err(|e| ApiError::Internal(format!("recording shard {shard}'s replicas: {e}")))?;
+        self.learn_addresses(&replicas);
+        Ok(())
+    }
+
+    /// The manager changes the group's members. Only the leader proposes; a change already
+    /// made (or in progress, for a replacement) is answered at once with the applied index.
+    fn change_members(
+        &mut self,
+        shard: ShardId,
+        change: MembershipChange,
+        reply: oneshot::Sender<WriteOutcome>,
+    ) {
+        self.wake(shard);
+        self.touch(shard);
+        let proposed = self.propose_members(shard, change);
+        match proposed {
+            Ok(Some((index, term))) => {
+                let deadline =
+                    Instant::now() + Duration::from_millis(self.timing.commit_timeout_ms);
+                let replica = self.replicas.get_mut(&shard).expect("proposed above");
+                replica.writes.insert(
+                    index,
+                    PendingWrite {
+                        term,
+                        reply,
+                        deadline,
+                    },
+                );
+            }
+            Ok(None) => {
+                let applied = self
+                    .replicas
+                    .get(&shard)
+                    .map_or(LogIndex::ZERO, |r| r.raw.storage().applied().index);
+                let _ = reply.send(Ok((applied, WriteResult::Done)));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Proposes `change` when it is still to be made (`None`: nothing to propose).
+    fn propose_members(
+        &mut self,
+        shard: ShardId,
+        change: MembershipChange,
+    ) -> Result<Option<(LogIndex, Term)>, ApiError> {
+        let Some(replica) = self.replicas.get(&shard) else {
+            return Err(ApiError::UnknownShard(shard));
+        };
+        if replica.raw.role() != Role::Leader {
+            return Err(self.not_leader(shard));
+        }
+        if !self.quorum_reachable(shard) {
+            return Err(ApiError::NoQuorum { proposed: false });
+        }
+        let status = replica.raw.status();
+        let conf = &status.conf_state;
+        let busy = || {
+            ApiError::Unavailable(format!(
+                "shard {shard} is changing its members (voters {:?}, leaving {:?}): retry once \
+                 that change is done",
+                conf.voters.iter().map(|n| n.0).collect::<Vec<_>>(),
+                conf.voters_outgoing.iter().map(|n| n.0).collect::<Vec<_>>()
+            ))
+        };
+        let steps = match change {
+            MembershipChange::AddLearner(node) => {
+                if conf.all_nodes().contains(&node) {
+                    return Ok(None);
+                }
+                if conf.is_joint() {
+                    return Err(busy());
+                }
+                if !self.addrs.contains_key(&node) {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "node {} has no known address: send the shard's replicas first",
+                        node.0
+                    )));
+                }
+                vec![ConfChangeStep::AddLearner(node)]
+            }
+            MembershipChange::Replace { add, remove } => {
+                let done = conf.voters.contains(&add) && !conf.voters.contains(&remove);
+                if done && !conf.learners.contains(&remove) {
+                    // Made, or being made (the joint configuration is left on its own).
+                    return Ok(None);
+                }
+                if conf.is_joint() {
+                    return Err(busy());
+                }
+                if !conf.learners.contains(&add) {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "node {} is not a learner of shard {shard}: add it as a learner first",
+                        add.0
+                    )));
+                }
+                if !conf.voters.contains(&remove) {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "node {} is not a voter of shard {shard}",
+                        remove.0
+                    )));
+                }
+                if remove == self.id {
+                    return Err(ApiError::Unavailable(format!(
+                        "node {} leads shard {shard} and cannot remove itself: move the \
+                         leadership first",
+                        remove.0
+                    )));
+                }
+                let matched = status.progress.get(&add).map_or(LogIndex::ZERO, |p| p.0);
+                if matched.0 + PROMOTE_LAG_MAX < status.last_index.0 {
+                    return Err(ApiError::Unavailable(format!(
+                        "learner {} of shard {shard} has not caught up yet: it holds the log to \
+                         {}, the leader to {}",
+                        add.0, matched.0, status.last_index.0
+                    )));
+                }
+                vec![
+                    ConfChangeStep::AddVoter(add),
+                    ConfChangeStep::RemoveNode(remove),
+                ]
+            }
+        };
+        let replica = self.replicas.get_mut(&shard).expect("checked above");
+        match replica
+            .raw
+            .propose_conf_change(ConfChange { changes: steps })
+        {
+            Ok(position) => {
+                info!(shard = shard.0, %change, index = position.last_index.0, "membership change proposed");
+                Ok(Some((position.last_index, position.term)))
+            }
+            Err(RaftError::NotLeader { .. }) => Err(self.not_leader(shard)),
+            Err(RaftError::TransferInProgress { target }) => Err(ApiError::NotLeader {
+                leader: self.leader_hint(target),
+            }),
+            Err(RaftError::UncommittedLimit { .. }) => Err(ApiError::Busy(
+                "too many uncommitted writes; retry shortly".into(),
+            )),
+            Err(e @ RaftError::ConfChangePending { .. }) => {
+                Err(ApiError::Unavailable(format!("shard {shard}: {e}")))
+            }
+            Err(e) => Err(ApiError::InvalidArgument(format!("shard {shard}: {e}"))),
+        }
+    }
+
+    /// Deletes this host's replica of `shard` (the group removed it). Idempotent.
+    fn drop_replica(&mut self, shard: ShardId) -> Result<(), ApiError> {
+        let Some(replica) = self.replicas.get(&shard) else {
+            return Ok(());
+        };
+        if !replica.raw.storage().managed() {
+            return Err(ApiError::InvalidArgument(format!(
+                "shard {shard} is declared in this node's configuration: only replicas the \
+                 manager created are dropped"
+            )));
+        }
+        if replica.raw.role() == Role::Leader {
+            return Err(ApiError::Unavailable(format!(
+                "node {} leads shard {shard}: a leader is not dropped",
+                self.id.0
+            )));
+        }
+        let mut replica = self.replicas.remove(&shard).expect("checked above");
+        self.handles
+            .write()
+            .expect("replica handles lock poisoned")
+            .remove(&shard);
+        for (_, w) in std::mem::take(&mut replica.writes) {
+            let _ = w.reply.send(Err(ApiError::UnknownShard(shard)));
+        }
+        for (_, r) in std::mem::take(&mut replica.reads) {
+            let _ = r.reply.send(Err(ApiError::UnknownShard(shard)));
+        }
+        for r in replica.deferred_reads.drain(..) {
+            let _ = r.reply.send(Err(ApiError::UnknownShard(shard)));
+        }
+        drop(replica);
+        self.engine
+            .drop_group(shard)
+            .map_err(|e| ApiError::Internal(format!("deleting shard {shard}: {e}")))?;
+        m::replica_dropped(shard);
+        info!(
+            shard = shard.0,
+            "replica dropped: the group removed this node"
+        );
         Ok(())
     }
 
@@ -785,9 +1033,32 @@ impl Host {
             Event::CreateReplica {
                 shard,
                 replicas,
+                join,
                 reply,
             } => {
-                let _ = reply.send(self.create_replica(shard, replicas));
+                let _ = reply.send(self.create_replica(shard, replicas, join));
+            }
+            Event::UpdateReplicas {
+                shard,
+                replicas,
+                reply,
+            } => {
+                let _ = reply.send(self.update_replicas(shard, replicas));
+            }
+            Event::ChangeMembers {
+                shard,
+                change,
+                reply,
+            } => self.change_members(shard, change, reply),
+            Event::Members { shard, reply } => {
+                let answer = match self.replicas.get(&shard) {
+                    None => Err(ApiError::UnknownShard(shard)),
+                    Some(r) => Ok(members(&r.raw.status().conf_state)),
+                };
+                let _ = reply.send(answer);
+            }
+            Event::DropReplica { shard, reply } => {
+                let _ = reply.send(self.drop_replica(shard));
             }
             Event::Shutdown => {}
         }
@@ -1243,6 +1514,38 @@ impl Host {
             let _ = self.compact(shard, self.timing.log_retain_entries);
         }
         Ok(())
+    }
+}
+
+/// Checks a replica list from the manager: distinct nodes with ids above 0 and usable
+/// addresses. Returns the nodes, sorted.
+fn check_replica_list(shard: ShardId, replicas: &[ReplicaAddr]) -> Result<Vec<NodeId>, ApiError> {
+    let mut nodes: Vec<NodeId> = replicas.iter().map(|r| r.node).collect();
+    nodes.sort();
+    nodes.dedup();
+    if nodes.len() != replicas.len() || nodes.contains(&NodeId::NONE) {
+        return Err(ApiError::InvalidArgument(format!(
+            "the replicas of shard {shard} must be distinct nodes with ids above 0"
+        )));
+    }
+    if let Some(bad) = replicas
+        .iter()
+        .find(|r| r.addr.parse::<SocketAddr>().is_err())
+    {
+        return Err(ApiError::InvalidArgument(format!(
+            "replica address {:?} of node {} is not host:port",
+            bad.addr, bad.node.0
+        )));
+    }
+    Ok(nodes)
+}
+
+/// A configuration as the wire shows it.
+fn members(conf: &ConfState) -> Members {
+    Members {
+        voters: conf.voters.iter().copied().collect(),
+        learners: conf.learners.iter().copied().collect(),
+        outgoing: conf.voters_outgoing.iter().copied().collect(),
     }
 }
 

@@ -111,6 +111,15 @@ pub fn replica_state(shard: ShardId, status: &Status, storage: &GroupStorage) {
         .set(storage.truncated_index().0 as f64 + 1.0);
 }
 
+/// This host deleted its replica of `shard` (the group removed it).
+pub fn replica_dropped(shard: ShardId) {
+    counter!("cairn_replicas_dropped_total").increment(1);
+    // Its per-shard gauges no longer describe a replica here.
+    let shard = shard.0.to_string();
+    gauge!("cairn_raft_leader", "shard" => shard.clone()).set(0.0);
+    gauge!("cairn_raft_is_leader", "shard" => shard).set(0.0);
+}
+
 /// A campaign started (this replica became a candidate).
 pub fn election_started(shard: ShardId) {
     counter!("cairn_raft_elections_total", "shard" => shard.0.to_string()).increment(1);

@@ -13,8 +13,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cairn_wire::api::{
-    ApiError, Consistency, Epoch, GroupPolicy, Namespace, ReadOp, ReadResult, Request, Response,
-    ShardId,
+    ApiError, Consistency, Epoch, GroupPolicy, Namespace, ReadOp, ReadResult, ReplicaAddr, Request,
+    Response, ShardId,
 };
 use cairn_wire::catalog::ManagerRequest;
 use cairn_wire::frame::{self, FrameError};
@@ -296,7 +296,12 @@ impl Service {
         let request_name = request.name();
         let admin = match &request {
             Request::Write { op, .. } => op.is_admin(),
-            Request::CreateReplica { .. } | Request::SetGroupPolicy { .. } => true,
+            Request::CreateReplica { .. }
+            | Request::JoinReplica { .. }
+            | Request::UpdateReplicas { .. }
+            | Request::ChangeReplicas { .. }
+            | Request::DropReplica { .. }
+            | Request::SetGroupPolicy { .. } => true,
             _ => false,
         };
         if admin && role != PeerRole::Node {
@@ -387,12 +392,48 @@ impl Service {
                 ))
             }
             Request::CreateReplica { shard, replicas } => {
+                self.create_replica(shard, replicas, false).await
+            }
+            Request::JoinReplica { shard, replicas } => {
+                self.create_replica(shard, replicas, true).await
+            }
+            Request::UpdateReplicas { shard, replicas } => {
                 self.ask(
-                    |reply| Event::CreateReplica {
+                    |reply| Event::UpdateReplicas {
                         shard,
                         replicas,
                         reply,
                     },
+                    self.commit_timeout,
+                    ApiError::Busy("host loop did not answer".into()),
+                )
+                .await??;
+                Ok(Response::Done)
+            }
+            Request::ChangeReplicas { shard, change } => {
+                self.known(shard)?;
+                self.ask(
+                    |reply| Event::ChangeMembers {
+                        shard,
+                        change,
+                        reply,
+                    },
+                    self.commit_timeout + Duration::from_secs(1),
+                    ApiError::NoQuorum { proposed: true },
+                )
+                .await??;
+                let members = self
+                    .ask(
+                        |reply| Event::Members { shard, reply },
+                        self.commit_timeout,
+                        ApiError::Busy("host loop did not answer".into()),
+                    )
+                    .await??;
+                Ok(Response::Members(members))
+            }
+            Request::DropReplica { shard } => {
+                self.ask(
+                    |reply| Event::DropReplica { shard, reply },
                     self.commit_timeout,
                     ApiError::Busy("host loop did not answer".into()),
                 )
@@ -463,6 +504,26 @@ impl Service {
     }
 
     /// Sends an event carrying a reply channel to the host loop and waits for the answer.
+    async fn create_replica(
+        &self,
+        shard: ShardId,
+        replicas: Vec<ReplicaAddr>,
+        join: bool,
+    ) -> Result<Response, ApiError> {
+        self.ask(
+            |reply| Event::CreateReplica {
+                shard,
+                replicas,
+                join,
+                reply,
+            },
+            self.commit_timeout,
+            ApiError::Busy("host loop did not answer".into()),
+        )
+        .await??;
+        Ok(Response::Done)
+    }
+
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Event,

@@ -190,6 +190,24 @@ impl Engine {
         self.write(batch, true)
     }
 
+    /// Deletes everything this host stores of `shard` (its log, Raft state, data and group
+    /// record) in one durable batch: the group removed this replica. The replica must be closed.
+    pub fn drop_group(&self, shard: ShardId) -> Result<(), EngineError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_META), group_key(shard));
+        for tag in [TAG_HARD_STATE, TAG_APPLIED, TAG_TRUNCATED] {
+            batch.delete_cf(self.cf(CF_META), meta_key(shard, tag));
+        }
+        // Shard ids stop below u64::MAX (the node refuses that one), so this cannot overflow.
+        let (start, end) = (
+            KeySpace::shard_prefix(shard),
+            KeySpace::shard_prefix(ShardId(shard.0 + 1)),
+        );
+        batch.delete_range_cf(self.cf(CF_RAFT), &start, &end);
+        batch.delete_range_cf(self.cf(CF_DATA), &start, &end);
+        self.write(batch, true)
+    }
+
     /// Every replica created at runtime, by shard.
     pub fn recorded_groups(&self) -> Result<Vec<(ShardId, GroupRecord)>, EngineError> {
         let mut groups = Vec::new();
@@ -771,5 +789,73 @@ mod tests {
             engine.recorded_groups().unwrap(),
             vec![(ShardId(3), record(3)), (ShardId(9), record(9))]
         );
+    }
+
+    #[test]
+    fn a_dropped_group_leaves_nothing_and_its_neighbours_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        engine.claim(1).unwrap();
+        let entries = |n: u64| -> Vec<Entry> {
+            (1..=n)
+                .map(|i| Entry {
+                    term: Term(1),
+                    index: LogIndex(i),
+                    payload: raft_core::EntryPayload::Normal(vec![i as u8]),
+                })
+                .collect()
+        };
+        let record = GroupRecord {
+            replicas: vec![ReplicaAddr {
+                node: raft_core::NodeId(1),
+                addr: "127.0.0.1:1".into(),
+                site: "dc1".into(),
+            }],
+            managed: true,
+        };
+        for shard in [ShardId(4), ShardId(5), ShardId(6)] {
+            let mut group = engine.open_group(shard, &[1, 2, 3], true).unwrap();
+            let mut batch = WriteBatch::default();
+            group.append(&mut batch, &entries(5));
+            let space = group.key_space();
+            batch.put_cf(engine.cf(CF_DATA), space.prefix(), b"state");
+            engine.write(batch, true).unwrap();
+            engine.record_group(shard, &record).unwrap();
+        }
+        engine.drop_group(ShardId(5)).unwrap();
+        drop(engine);
+
+        let engine = Engine::open(dir.path()).unwrap();
+        engine.claim(1).unwrap();
+        let shards: Vec<ShardId> = engine
+            .recorded_groups()
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(shards, vec![ShardId(4), ShardId(6)]);
+        let count = |cf: &str, shard: ShardId| {
+            let start = KeySpace::shard_prefix(shard);
+            engine
+                .db()
+                .prefix_iterator_cf(engine.cf(cf), &start)
+                .filter_map(Result::ok)
+                .take_while(|(k, _)| k.starts_with(&start))
+                .count()
+        };
+        for cf in [CF_RAFT, CF_META, CF_DATA] {
+            assert_eq!(
+                count(cf, ShardId(5)),
+                0,
+                "{cf} keeps keys of the dropped shard"
+            );
+            assert!(count(cf, ShardId(4)) > 0, "{cf} lost keys of shard 4");
+            assert!(count(cf, ShardId(6)) > 0, "{cf} lost keys of shard 6");
+        }
+        // Opened again, the dropped shard is new: it bootstraps with the voters it is given.
+        let group = engine.open_group(ShardId(5), &[], true).unwrap();
+        assert_eq!(group.applied().index, LogIndex(0));
+        assert_eq!(group.last_index().unwrap(), LogIndex(0));
+        assert!(group.applied().conf_state.voters.is_empty());
     }
 }

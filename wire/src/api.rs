@@ -499,6 +499,50 @@ pub struct ReplicaStatus {
     pub quiesced: bool,
 }
 
+/// A membership change the manager asks a shard's leader to make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Add a node as a learner: it receives the log (by snapshot first) but does not vote.
+    AddLearner(NodeId),
+    /// Promote the learner `add` to voter and remove `remove`, in one joint change. The leader
+    /// refuses while `add` lags behind its log, or while another change is in progress.
+    Replace {
+        /// The learner to promote.
+        add: NodeId,
+        /// The member to remove.
+        remove: NodeId,
+    },
+}
+
+impl fmt::Display for MembershipChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AddLearner(node) => write!(f, "add learner {}", node.0),
+            Self::Replace { add, remove } => {
+                write!(f, "replace {} by {}", remove.0, add.0)
+            }
+        }
+    }
+}
+
+/// The members of a shard's group, as its leader has applied them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    /// The voters.
+    pub voters: Vec<NodeId>,
+    /// The learners.
+    pub learners: Vec<NodeId>,
+    /// The voters being left, while a joint change is in progress (empty otherwise).
+    pub outgoing: Vec<NodeId>,
+}
+
+impl Members {
+    /// Whether a joint change is in progress.
+    pub fn joint(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+}
+
 /// A request from a client (or an operator) to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -551,6 +595,41 @@ pub enum Request {
         /// Every replica of the shard (this node among them).
         replicas: Vec<ReplicaAddr>,
     },
+    /// The manager asks a node to host a replica of an existing shard that it adds to the group
+    /// (a replacement): the replica starts with no configuration and learns the group's state
+    /// from the leader, by snapshot. Idempotent like [`Request::CreateReplica`]. Only nodes may
+    /// send it.
+    JoinReplica {
+        /// The shard.
+        shard: ShardId,
+        /// Where the shard's replicas are (this node among them).
+        replicas: Vec<ReplicaAddr>,
+    },
+    /// The manager tells a node hosting a replica where the shard's replicas are now (after a
+    /// membership change): the node records the list and links to the new ones. Idempotent.
+    /// Only nodes may send it.
+    UpdateReplicas {
+        /// The shard.
+        shard: ShardId,
+        /// Where the shard's replicas are.
+        replicas: Vec<ReplicaAddr>,
+    },
+    /// The manager changes the membership of a shard: the leader proposes the change through the
+    /// log and answers [`Response::Members`] once it is applied. Idempotent: a change already
+    /// made answers the members at once. Only nodes may send it.
+    ChangeReplicas {
+        /// The shard.
+        shard: ShardId,
+        /// The change.
+        change: MembershipChange,
+    },
+    /// The manager asks a node to delete its replica of a shard the group removed it from. Only
+    /// nodes may send it; the manager sends it only once the group's leader confirmed the node
+    /// is no longer a member.
+    DropReplica {
+        /// The shard.
+        shard: ShardId,
+    },
     /// The manager sets the replication policy of a shard it created: the leader proposes it
     /// through the log and answers [`Response::Write`] once it is applied. Only nodes may send
     /// it.
@@ -590,6 +669,10 @@ impl Request {
             Self::RoutedWrite { op, .. } => op.name(),
             Self::CreateReplica { .. } => "create_replica",
             Self::SetGroupPolicy { .. } => "set_group_policy",
+            Self::JoinReplica { .. } => "join_replica",
+            Self::UpdateReplicas { .. } => "update_replicas",
+            Self::ChangeReplicas { .. } => "change_replicas",
+            Self::DropReplica { .. } => "drop_replica",
             Self::Manager(request) => request.name(),
         }
     }
@@ -623,6 +706,8 @@ pub enum Response {
     },
     /// Done, nothing to report ([`Request::CreateReplica`]).
     Done,
+    /// The members of a shard's group as its leader applied them ([`Request::ChangeReplicas`]).
+    Members(Members),
     /// The manager's answer.
     Manager(ManagerResponse),
     /// The request failed.
@@ -639,6 +724,7 @@ impl Response {
             Self::Status(_) => "a status",
             Self::Compacted { .. } => "a compaction",
             Self::Done => "done",
+            Self::Members(_) => "the members",
             Self::Manager(_) => "a manager answer",
             Self::Error(_) => "an error",
         }

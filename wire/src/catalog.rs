@@ -131,6 +131,24 @@ pub struct ShardInfo {
     /// Whether its replicas run the policy in force (the manager pushes it to the shard and
     /// records when the shard has applied it).
     pub policy_applied: bool,
+    /// The replica being replaced, when one is.
+    pub replacing: Option<Replacement>,
+}
+
+/// A replica the manager is replacing: `old` sits on a host that has been down too long, `new`
+/// joins the group as a learner, catches up, and takes `old`'s place as a voter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    /// The replica leaving (its host is down).
+    pub old: NodeId,
+    /// The replica joining.
+    pub new: NodeId,
+}
+
+impl fmt::Display for Replacement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.old.0, self.new.0)
+    }
 }
 
 /// The most replicas a shard may have.

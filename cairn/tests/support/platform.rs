@@ -103,6 +103,8 @@ pub struct Shape {
     pub host_sites: Vec<&'static str>,
     pub namespaces_per_shard: u32,
     pub replicas_per_shard: u32,
+    /// More lines for the managers' `[catalog]` section.
+    pub catalog_extra: &'static str,
 }
 
 impl Default for Shape {
@@ -112,6 +114,7 @@ impl Default for Shape {
             host_sites: vec!["dc1"; 4],
             namespaces_per_shard: 50,
             replicas_per_shard: 3,
+            catalog_extra: "",
         }
     }
 }
@@ -195,10 +198,11 @@ impl Platform {
                 .collect();
             let config = node_config(id, manager_addrs[&id], ports.tcp(), peers);
             let text = format!(
-                "{}\n[catalog]\nnamespaces_per_shard = {}\nreplicas_per_shard = {}\nhost_down_after_ms = 3000\nreconcile_interval_ms = 200\n",
+                "{}\n[catalog]\nnamespaces_per_shard = {}\nreplicas_per_shard = {}\nhost_down_after_ms = 3000\nreconcile_interval_ms = 200\n{}\n",
                 toml::to_string(&config).unwrap(),
                 shape.namespaces_per_shard,
                 shape.replicas_per_shard,
+                shape.catalog_extra,
             );
             managers.insert(
                 id,
