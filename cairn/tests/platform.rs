@@ -761,3 +761,99 @@ async fn a_replica_on_a_dead_host_is_replaced_in_its_site_and_nothing_is_lost() 
     )
     .await;
 }
+
+/// A replacement whose new host stops answering before its replica can vote is abandoned (the
+/// learner is removed and the catalog forgets it), and nothing else takes it while no host can
+/// honour the placement; when the host is back, the replacement is placed again and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replacement_whose_new_host_dies_is_abandoned_then_placed_again() {
+    let _serial = serial().await;
+    let mut platform = Platform::start(Shape {
+        host_sites: vec!["a", "a", "b", "a", "b"],
+        catalog_extra: "required_sites = [\"a\", \"b\"]\nmin_replicas_per_site = 1\n\
+                        replace_after_ms = 300",
+        ..Shape::default()
+    });
+    let managers = platform.manager_client();
+    platform.wait_ready(&managers).await;
+    let info = create(&managers, "photos").await.unwrap();
+    let shard_now = || async {
+        shards(&managers)
+            .await
+            .into_iter()
+            .find(|s| s.id == info.shard)
+            .expect("the namespace's shard")
+    };
+    let nodes = |s: &cairn_wire::catalog::ShardInfo| -> BTreeSet<u64> {
+        s.replicas.iter().map(|r| r.node.0).collect()
+    };
+    assert_eq!(nodes(&shard_now().await), BTreeSet::from([1, 2, 3]));
+    let host_down = |id: u64| {
+        let managers = managers.clone();
+        async move {
+            match Platform::ask(&managers, ManagerRequest::ListHosts).await {
+                Ok(ManagerResponse::Hosts(list)) => list
+                    .iter()
+                    .any(|h| h.id.0 == id && h.state == cairn_wire::catalog::HostState::Down),
+                _ => false,
+            }
+        }
+    };
+
+    // Host 3 dies; as soon as it is marked down, host 5 (the only other host in site b)
+    // freezes: the replacement is planned on it while it still counts as up, and cannot join.
+    platform.kill_host(3);
+    eventually(Duration::from_secs(20), "host 3 marked down", || async {
+        host_down(3).await.then_some(())
+    })
+    .await;
+    platform.signal_host(5, true);
+    let leader_metric = |platform: &Platform, name: &str| {
+        let leader = platform.manager_leader()?;
+        let text = scrape(platform.managers[&leader].metrics);
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the replacement abandoned",
+        || async {
+            let abandoned = leader_metric(
+                &platform,
+                "cairn_manager_replacements_total{stage=\"abandoned\"}",
+            )?;
+            let s = shard_now().await;
+            (abandoned >= 1.0 && s.replacing.is_none()).then_some(())
+        },
+    )
+    .await;
+    // Site b has no up host: the shard keeps replica 3 (down) rather than break its placement.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = shard_now().await;
+    assert_eq!(nodes(&s), BTreeSet::from([1, 2, 3]), "{s:?}");
+    assert!(s.replacing.is_none(), "{s:?}");
+
+    // Host 5 is back: the replacement is placed on it again and finishes.
+    platform.signal_host(5, false);
+    let after = eventually(Duration::from_secs(60), "replica 3 replaced", || async {
+        let s = shard_now().await;
+        (s.replacing.is_none() && !nodes(&s).contains(&3)).then_some(s)
+    })
+    .await;
+    assert_eq!(nodes(&after), BTreeSet::from([1, 2, 5]), "{after:?}");
+    let router = platform.router_client();
+    router
+        .routed(ns("photos"))
+        .set("after", "replacement")
+        .await
+        .unwrap();
+    let hosts = platform.host_client();
+    eventually(Duration::from_secs(20), "host 5 votes", || async {
+        let list = hosts.status(platform.hosts[&5].addr).await.ok()?;
+        let status = list.into_iter().find(|s| s.shard == info.shard)?;
+        let voters: BTreeSet<u64> = status.voters.iter().map(|n| n.0).collect();
+        (voters == BTreeSet::from([1, 2, 5])).then_some(())
+    })
+    .await;
+}

@@ -951,23 +951,7 @@ impl Manager {
         let unavailable = |what: String| {
             move |e: cairn_client::Error| ApiError::Unavailable(format!("{what}: {e}"))
         };
-        // 1. The new replica exists (empty, waiting for the leader).
-        self.hosts
-            .request_to(
-                addr_of(replacement.new)?,
-                Request::JoinReplica {
-                    shard,
-                    replicas: all.clone(),
-                },
-            )
-            .await
-            .map_err(unavailable(format!(
-                "joining shard {shard} on host {}",
-                replacement.new.0
-            )))?;
-        // 2. Whichever replica leads knows where it is.
-        self.tell_replicas(shard, &all, replacement.old).await;
-        // 3. Learner, then voter in the old one's place.
+        // Membership changes go to the leader, among the replicas still up.
         let live: Vec<SocketAddr> = voters
             .iter()
             .filter(|r| r.node != replacement.old)
@@ -993,6 +977,33 @@ impl Manager {
                 }
             }
         };
+        let new_down = self
+            .read(|c| {
+                c.hosts
+                    .get(&replacement.new)
+                    .is_none_or(|h| h.state == HostState::Down)
+            })
+            .await?;
+        if new_down {
+            return self.abandon_replacement(shard, replacement, change).await;
+        }
+        // 1. The new replica exists (empty, waiting for the leader).
+        self.hosts
+            .request_to(
+                addr_of(replacement.new)?,
+                Request::JoinReplica {
+                    shard,
+                    replicas: all.clone(),
+                },
+            )
+            .await
+            .map_err(unavailable(format!(
+                "joining shard {shard} on host {}",
+                replacement.new.0
+            )))?;
+        // 2. Whichever replica leads knows where it is.
+        self.tell_replicas(shard, &all, replacement.old).await;
+        // 3. Learner, then voter in the old one's place.
         let members = change(MembershipChange::AddLearner(replacement.new)).await?;
         let members = if members.voters.contains(&replacement.new) {
             members
@@ -1050,6 +1061,70 @@ impl Manager {
         Ok(())
     }
 
+    /// The joining replica's host went down before it became a voter: the leader removes the
+    /// learner and the catalog forgets the replacement, which the next pass places again (the
+    /// joining replica is dropped as a stray when its host returns). Once it is a voter there
+    /// is nothing to abandon: the replacement finishes, and the new host's own replicas are
+    /// replaced in turn if it stays down.
+    async fn abandon_replacement<F, Fut>(
+        &self,
+        shard: ShardId,
+        replacement: Replacement,
+        change: F,
+    ) -> Result<(), ApiError>
+    where
+        F: Fn(MembershipChange) -> Fut,
+        Fut: Future<Output = Result<cairn_wire::api::Members, ApiError>>,
+    {
+        let members = change(MembershipChange::RemoveLearner(replacement.new)).await;
+        match members {
+            Err(ApiError::InvalidArgument(_)) => {
+                // A voter already: finish the replacement instead.
+                let members = change(MembershipChange::Replace {
+                    add: replacement.new,
+                    remove: replacement.old,
+                })
+                .await?;
+                return Err(ApiError::Unavailable(format!(
+                    "the joining replica's host is down but it votes already; finishing: \
+                     {members:?}"
+                )));
+            }
+            Err(e) => return Err(e),
+            Ok(members) if members.learners.contains(&replacement.new) => {
+                return Err(ApiError::Unavailable(format!(
+                    "removing learner {} of shard {shard}: {members:?}",
+                    replacement.new.0
+                )));
+            }
+            Ok(_) => {}
+        }
+        let forgot = self
+            .change(false, |c| {
+                let Some(record) = c.shards.get(&shard) else {
+                    return Ok(None);
+                };
+                if record.replacing != Some(replacement) {
+                    return Ok(None);
+                }
+                let mut record = record.clone();
+                record.replacing = None;
+                Ok(Some((vec![Change::Shard(record)], ())))
+            })
+            .await?;
+        if forgot.is_some() {
+            m::replacement("abandoned");
+            warn!(
+                shard = shard.0,
+                old = replacement.old.0,
+                new = replacement.new.0,
+                "replacement abandoned: the joining replica's host is down"
+            );
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
     /// Tells every replica host but `skip` where the shard's replicas are (best effort: the
     /// leader refuses to add a node whose address it does not know, which is retried).
     async fn tell_replicas(&self, shard: ShardId, replicas: &[ReplicaAddr], skip: NodeId) {
@@ -1084,7 +1159,12 @@ impl Manager {
             .read(|c| {
                 strays
                     .iter()
-                    .map(|(host, _)| {
+                    .map(|(host, shard)| {
+                        // Still removed as of now: a host chosen again meanwhile (to join the
+                        // shard once more) keeps its replica.
+                        if c.strays(*host, &[*shard]).is_empty() {
+                            return None;
+                        }
                         c.hosts
                             .get(host)
                             .and_then(|h| h.addr.parse::<SocketAddr>().ok())

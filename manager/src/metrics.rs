@@ -46,7 +46,8 @@ pub fn shard_created() {
     counter!("cairn_manager_shards_created_total").increment(1);
 }
 
-/// A replica replacement was planned (`planned`) or finished (`done`).
+/// A replica replacement was `planned`, is `done`, or was `abandoned` (its new host went
+/// down before the new replica could vote).
 pub fn replacement(stage: &'static str) {
     counter!("cairn_manager_replacements_total", "stage" => stage).increment(1);
 }

@@ -519,6 +519,21 @@ impl Host {
                 }
                 vec![ConfChangeStep::AddLearner(node)]
             }
+            MembershipChange::RemoveLearner(node) => {
+                if !conf.all_nodes().contains(&node) {
+                    return Ok(None);
+                }
+                if conf.voters.contains(&node) || conf.voters_outgoing.contains(&node) {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "node {} is a voter of shard {shard}, not a learner",
+                        node.0
+                    )));
+                }
+                if conf.is_joint() {
+                    return Err(busy());
+                }
+                vec![ConfChangeStep::RemoveNode(node)]
+            }
             MembershipChange::Replace { add, remove } => {
                 let done = conf.voters.contains(&add) && !conf.voters.contains(&remove);
                 if done && !conf.learners.contains(&remove) {

@@ -512,6 +512,8 @@ pub enum MembershipChange {
         /// The member to remove.
         remove: NodeId,
     },
+    /// Remove a learner (an abandoned replacement). Refused for a voter.
+    RemoveLearner(NodeId),
 }
 
 impl fmt::Display for MembershipChange {
@@ -521,6 +523,7 @@ impl fmt::Display for MembershipChange {
             Self::Replace { add, remove } => {
                 write!(f, "replace {} by {}", remove.0, add.0)
             }
+            Self::RemoveLearner(node) => write!(f, "remove learner {}", node.0),
         }
     }
 }

@@ -373,6 +373,17 @@ impl Platform {
         self.hosts.get_mut(&id).unwrap().start();
     }
 
+    /// SIGSTOP (`pause`) or SIGCONT: a host that freezes with its connections open.
+    pub fn signal_host(&self, id: u64, pause: bool) {
+        let child = self.hosts[&id].child.as_ref().expect("the host runs");
+        let sig = if pause { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {}", child.id());
+    }
+
     pub fn restart_router(&mut self) {
         self.router.kill();
         self.router.start();
