@@ -11,7 +11,9 @@ use cairn_client::{Client, Error};
 use cairn_wire::api::{
     ApiError, Consistency, Epoch, Namespace, ReadOp, ReadResult, Request, ShardId, WriteOp,
 };
-use cairn_wire::catalog::{ManagerRequest, ManagerResponse, NamespaceInfo, ShardState};
+use cairn_wire::catalog::{
+    LeaderPreference, ManagerRequest, ManagerResponse, NamespaceInfo, ShardState,
+};
 use cairn_wire::manifest::{
     Checksum, ChecksumAlgorithm, Chunk, Compression, FragmentLocation, Manifest, PutMode,
     StorageScheme,
@@ -856,4 +858,88 @@ async fn a_replacement_whose_new_host_dies_is_abandoned_then_placed_again() {
         (voters == BTreeSet::from([1, 2, 5])).then_some(())
     })
     .await;
+}
+
+/// `forced(node)` with that node dead for good: writes fail fast, and the operator's way out —
+/// setting another leader policy — still works although the new policy cannot go through the
+/// log until someone leads: the manager lifts the forced leader on the replicas, one of them is
+/// elected, and the new policy is applied through the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_forced_leader_is_lifted_when_the_operator_changes_the_policy() {
+    let _serial = serial().await;
+    let mut platform = Platform::start(Shape::default());
+    let managers = platform.manager_client();
+    platform.wait_ready(&managers).await;
+    let info = create(&managers, "photos").await.unwrap();
+    let shard_now = || async {
+        shards(&managers)
+            .await
+            .into_iter()
+            .find(|s| s.id == info.shard)
+            .expect("the namespace's shard")
+    };
+    let forced = shard_now().await.replicas[0].node;
+    let set_leader = |leader: LeaderPreference| {
+        let managers = managers.clone();
+        async move {
+            Platform::ask(
+                &managers,
+                ManagerRequest::SetShardPolicy {
+                    shard: info.shard,
+                    commit: None,
+                    leader: Some(leader),
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    set_leader(LeaderPreference::Forced(forced)).await;
+    let hosts = platform.host_client();
+    eventually(Duration::from_secs(20), "the forced node leads", || async {
+        let applied = shard_now().await.policy_applied;
+        let leader = hosts.who_leader(info.shard).await.ok()??;
+        (applied && leader.node == forced).then_some(())
+    })
+    .await;
+    let router = platform.router_client();
+    let space = router.routed(ns("photos"));
+    space.set("before", "1").await.unwrap();
+
+    platform.kill_host(forced.0);
+    let refused = eventually(Duration::from_secs(10), "writes refused", || async {
+        match space.set("during", "x").await {
+            Err(e) if matches!(e.api(), Some(ApiError::ForcedLeaderDown { .. })) => Some(e),
+            _ => None,
+        }
+    })
+    .await;
+    println!("refused: {refused}");
+
+    set_leader(LeaderPreference::Any).await;
+    let started = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "writes with another leader",
+        || async { space.set("after", "2").await.ok() },
+    )
+    .await;
+    println!(
+        "writes resumed {:?} after the policy change",
+        started.elapsed()
+    );
+    let s = eventually(
+        Duration::from_secs(20),
+        "the new policy applied",
+        || async {
+            let s = shard_now().await;
+            s.policy_applied.then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(s.policy.leader, LeaderPreference::Any, "{s:?}");
+    let leader = hosts.who_leader(info.shard).await.unwrap().unwrap();
+    assert_ne!(leader.node, forced);
+    let read = space.get("before", Consistency::Consistent).await.unwrap();
+    assert_eq!(read.value, b"1");
 }

@@ -215,7 +215,8 @@ impl Client {
             | Request::CreateReplica { .. }
             | Request::JoinReplica { .. }
             | Request::UpdateReplicas { .. }
-            | Request::DropReplica { .. } => None,
+            | Request::DropReplica { .. }
+            | Request::OverrideLeaderPolicy { .. } => None,
         };
         let config = &self.inner.config;
         let mut plan = RetryPlan::new(kind, config.nodes.clone(), config.max_leader_hops);

@@ -68,6 +68,7 @@ impl CallKind {
             | Request::JoinReplica { .. }
             | Request::UpdateReplicas { .. }
             | Request::DropReplica { .. }
+            | Request::OverrideLeaderPolicy { .. }
             | Request::Read { .. }
             | Request::WhoLeader { .. }
             | Request::Status

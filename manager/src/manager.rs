@@ -41,7 +41,7 @@ use cairn_wire::catalog::{
 };
 use cairn_wire::frame;
 use cairn_wire::tls::{Identity, PeerRole};
-use raft_core::NodeId;
+use raft_core::{LeaderPolicy, NodeId};
 use shard_node::server::{ManagerApi, Service};
 use tokio::sync::{Mutex, Notify, broadcast, watch};
 use tracing::{debug, info, warn};
@@ -1244,14 +1244,43 @@ impl Manager {
         });
         let results = futures_util::future::join_all(calls).await;
         let mut applied = Vec::new();
-        for ((shard, policy, _), result) in shards.into_iter().zip(results) {
+        let mut lift = Vec::new();
+        for ((shard, policy, addrs), result) in shards.into_iter().zip(results) {
             match result {
                 Ok(()) => applied.push((shard, policy)),
+                // The forced leader is down, so nothing goes through the log: when the new
+                // policy no longer forces it, the replicas are told to stop waiting for it.
+                Err(ApiError::ForcedLeaderDown { node })
+                    if policy.leader != LeaderPolicy::Forced(node) =>
+                {
+                    lift.push((shard, node, policy.leader, addrs));
+                }
                 Err(e) => warn!(
                     shard = shard.0,
                     "setting the replication policy failed: {e}"
                 ),
             }
+        }
+        for (shard, node, leader, addrs) in lift {
+            warn!(
+                shard = shard.0,
+                forced = node.0,
+                "the forced leader is down: lifting it on the replicas so that the new policy \
+                 can go through the log"
+            );
+            let calls = addrs.iter().map(|addr| {
+                let request = Request::OverrideLeaderPolicy {
+                    shard,
+                    leader: leader.clone(),
+                };
+                async move {
+                    if let Err(e) = self.hosts.request_to(*addr, request).await {
+                        debug!(shard = shard.0, %addr, "lifting the forced leader: {e}");
+                    }
+                }
+            });
+            futures_util::future::join_all(calls).await;
+            // The next pass pushes the policy again, through the leader elected meanwhile.
         }
         if applied.is_empty() {
             return Ok(());

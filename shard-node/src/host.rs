@@ -147,6 +147,16 @@ pub enum Event {
         /// Where to answer.
         reply: oneshot::Sender<Result<Members, ApiError>>,
     },
+    /// Follow another leader policy until a policy applies from the log (the manager lifts a
+    /// forced leader that is down).
+    OverrideLeader {
+        /// The shard.
+        shard: ShardId,
+        /// The leader policy.
+        leader: LeaderPolicy,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
     /// Delete this host's replica of a shard that removed it (the manager asks).
     DropReplica {
         /// The shard.
@@ -597,6 +607,41 @@ impl Host {
             }
             Err(e) => Err(ApiError::InvalidArgument(format!("shard {shard}: {e}"))),
         }
+    }
+
+    /// Lifts a `forced(node)` leader policy while that node is down: this replica follows
+    /// `leader` until it applies a policy from the log. Raft's safety does not depend on who
+    /// may campaign; the forced-leader guarantee ends here because the operator ended it.
+    fn override_leader(&mut self, shard: ShardId, leader: LeaderPolicy) -> Result<(), ApiError> {
+        let Some(replica) = self.replicas.get(&shard) else {
+            return Err(ApiError::UnknownShard(shard));
+        };
+        if replica.policy.leader == leader {
+            return Ok(());
+        }
+        let LeaderPolicy::Forced(forced) = replica.policy.leader else {
+            return Err(ApiError::InvalidArgument(format!(
+                "shard {shard} has no forced leader to lift: its policy changes through the log"
+            )));
+        };
+        if replica.raw.leader() == forced && self.heard_recently(forced) {
+            return Err(ApiError::Unavailable(format!(
+                "node {} leads shard {shard}: its policy changes through the log",
+                forced.0
+            )));
+        }
+        let replica = self.replicas.get_mut(&shard).expect("checked above");
+        warn!(
+            shard = shard.0,
+            forced = forced.0,
+            ?leader,
+            "forced leader lifted while it is down"
+        );
+        replica.raw.set_leader_policy(leader.clone());
+        replica.policy.leader = leader;
+        self.wake(shard);
+        self.touch(shard);
+        Ok(())
     }
 
     /// Deletes this host's replica of `shard` (the group removed it). Idempotent.
@@ -1071,6 +1116,13 @@ impl Host {
                     Some(r) => Ok(members(&r.raw.status().conf_state)),
                 };
                 let _ = reply.send(answer);
+            }
+            Event::OverrideLeader {
+                shard,
+                leader,
+                reply,
+            } => {
+                let _ = reply.send(self.override_leader(shard, leader));
             }
             Event::DropReplica { shard, reply } => {
                 let _ = reply.send(self.drop_replica(shard));

@@ -301,6 +301,7 @@ impl Service {
             | Request::UpdateReplicas { .. }
             | Request::ChangeReplicas { .. }
             | Request::DropReplica { .. }
+            | Request::OverrideLeaderPolicy { .. }
             | Request::SetGroupPolicy { .. } => true,
             _ => false,
         };
@@ -430,6 +431,19 @@ impl Service {
                     )
                     .await??;
                 Ok(Response::Members(members))
+            }
+            Request::OverrideLeaderPolicy { shard, leader } => {
+                self.ask(
+                    |reply| Event::OverrideLeader {
+                        shard,
+                        leader,
+                        reply,
+                    },
+                    self.commit_timeout,
+                    ApiError::Busy("host loop did not answer".into()),
+                )
+                .await??;
+                Ok(Response::Done)
             }
             Request::DropReplica { shard } => {
                 self.ask(

@@ -633,6 +633,17 @@ pub enum Request {
         /// The shard.
         shard: ShardId,
     },
+    /// The manager lifts a shard's `forced(node)` leader policy while that node is down: a
+    /// policy change goes through the log, which needs a leader, and only the forced node may
+    /// lead. Each replica follows `leader` at once, until it applies a policy from the log (the
+    /// manager then pushes the new one with [`Request::SetGroupPolicy`]). Refused while the
+    /// forced node leads. Only nodes may send it.
+    OverrideLeaderPolicy {
+        /// The shard.
+        shard: ShardId,
+        /// The leader policy to follow meanwhile.
+        leader: LeaderPolicy,
+    },
     /// The manager sets the replication policy of a shard it created: the leader proposes it
     /// through the log and answers [`Response::Write`] once it is applied. Only nodes may send
     /// it.
@@ -676,6 +687,7 @@ impl Request {
             Self::UpdateReplicas { .. } => "update_replicas",
             Self::ChangeReplicas { .. } => "change_replicas",
             Self::DropReplica { .. } => "drop_replica",
+            Self::OverrideLeaderPolicy { .. } => "override_leader_policy",
             Self::Manager(request) => request.name(),
         }
     }
