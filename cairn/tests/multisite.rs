@@ -22,10 +22,12 @@ use support::{eventually, serial};
 
 const RTT: Duration = Duration::from_millis(10);
 const READS: usize = 200;
+/// How long the hosts may take to register, and a namespace to be created.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// Sites a and b; hosts 1 and 2 in a, host 3 in b; the manager in a; a router in each site.
 fn two_sites() -> SitePlatform {
-    SitePlatform::start(&SiteShape {
+    support::sites::start(&SiteShape {
         sites: vec!["a", "b"],
         rtt: RTT,
         manager_sites: vec!["a"],
@@ -36,15 +38,9 @@ fn two_sites() -> SitePlatform {
 
 /// Creates namespace `name` with home site `home` and returns its shard.
 async fn create(p: &SitePlatform, managers: &Client, name: &str, home: &str) -> ShardId {
-    let request = ManagerRequest::CreateNamespace {
-        name: Namespace::new(name).unwrap(),
-        home_site: Some(home.into()),
-        placement: None,
-    };
-    match p.ask(managers, request).await {
-        ManagerResponse::Namespace(info) => info.shard,
-        other => panic!("create answered {other:?}"),
-    }
+    p.create_namespace(managers, name, home, WAIT)
+        .await
+        .unwrap()
 }
 
 async fn set_policy(
@@ -54,12 +50,9 @@ async fn set_policy(
     commit: Option<CommitPolicy>,
     leader: Option<LeaderPreference>,
 ) {
-    let request = ManagerRequest::SetShardPolicy {
-        shard,
-        commit,
-        leader,
-    };
-    assert_eq!(p.ask(managers, request).await, ManagerResponse::Done);
+    p.set_shard_policy(managers, shard, commit, leader)
+        .await
+        .unwrap();
 }
 
 fn api(e: &Error) -> Option<&ApiError> {
@@ -70,23 +63,26 @@ fn api(e: &Error) -> Option<&ApiError> {
 async fn reads_are_served_in_the_routers_site_and_consistent_reads_follow_the_leader() {
     let _serial = serial().await;
     let p = two_sites();
-    let managers = p.managers();
-    p.wait_hosts(&managers, 3).await;
+    let managers = p.managers().unwrap();
+    p.wait_hosts(&managers, WAIT).await.unwrap();
     let shard = create(&p, &managers, "photos", "a").await;
     let [b_host] = p.host_ids_in("b")[..] else {
         panic!("one host in b")
     };
-    let info = p.shard(&managers, shard).await;
+    let info = p.shard(&managers, shard).await.unwrap();
     assert_eq!(info.policy.leader, LeaderPreference::Preferred("a".into()));
     assert!(info.replicas.iter().any(|r| r.node == b_host), "{info:?}");
     // The leader settles in a (the home site).
-    eventually(Duration::from_secs(20), "a leader in site a", || async {
-        let leaders = p.leaders(shard).await;
-        (leaders.len() == 1 && !leaders.contains(&b_host.0)).then_some(())
-    })
-    .await;
+    p.wait_leaders(
+        shard,
+        "a leader in site a",
+        Duration::from_secs(20),
+        |l| matches!(l, [one] if *one != b_host.0),
+    )
+    .await
+    .unwrap();
 
-    let router_b = p.client_of(&["router-b"]);
+    let router_b = p.client_of(&["router-b"]).unwrap();
     let ns = router_b.routed(Namespace::new("photos").unwrap());
     let written = ns.set("k", "v1").await.unwrap();
     // Read your write in b, through the write's index.
@@ -113,7 +109,7 @@ async fn reads_are_served_in_the_routers_site_and_consistent_reads_follow_the_le
             "local {local:?} vs consistent {remote:?}"
         );
     }
-    let metrics = support::scrape(std::net::SocketAddr::new(p.bed.site_ip("b"), 9201));
+    let metrics = support::scrape(p.metrics_addr("router-b"));
     assert!(
         metrics.contains("cairn_router_shard_reads_total{locality=\"local\"}"),
         "the router counts local reads"
@@ -130,7 +126,8 @@ async fn reads_are_served_in_the_routers_site_and_consistent_reads_follow_the_le
     )
     .await;
     p.wait_leader(shard, b_host.0, Duration::from_secs(15))
-        .await;
+        .await
+        .unwrap();
     eprintln!("leadership moved to b in {:?}", moved.elapsed());
     // Let the client learn the new leader, then measure.
     ns.get("k", Consistency::Consistent).await.unwrap();
@@ -143,7 +140,7 @@ async fn reads_are_served_in_the_routers_site_and_consistent_reads_follow_the_le
     );
     // And it stays there: no flapping.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(p.leaders(shard).await, [b_host.0]);
+    assert_eq!(p.leaders(shard).await.unwrap(), [b_host.0]);
     router_b.close().await;
     managers.close().await;
 }
@@ -152,8 +149,8 @@ async fn reads_are_served_in_the_routers_site_and_consistent_reads_follow_the_le
 async fn all_sites_commit_fails_fast_when_a_site_is_cut_off_and_nothing_acknowledged_is_lost() {
     let _serial = serial().await;
     let mut p = two_sites();
-    let managers = p.managers();
-    p.wait_hosts(&managers, 3).await;
+    let managers = p.managers().unwrap();
+    p.wait_hosts(&managers, WAIT).await.unwrap();
     let shard = create(&p, &managers, "orders", "a").await;
     set_policy(
         &p,
@@ -163,7 +160,7 @@ async fn all_sites_commit_fails_fast_when_a_site_is_cut_off_and_nothing_acknowle
         None,
     )
     .await;
-    let router_a = p.client_of(&["router-a"]);
+    let router_a = p.client_of(&["router-a"]).unwrap();
     let ns = router_a.routed(Namespace::new("orders").unwrap());
     let mut acknowledged: Vec<(String, LogIndex)> = Vec::new();
     for i in 0..20 {
@@ -172,7 +169,7 @@ async fn all_sites_commit_fails_fast_when_a_site_is_cut_off_and_nothing_acknowle
         acknowledged.push((key, w.index));
     }
 
-    p.bed.partition("b").unwrap();
+    p.bed_mut().partition("b").unwrap();
     // Once the leader has not heard from b for an election timeout, writes fail at once.
     let refused = eventually(
         Duration::from_secs(10),
@@ -204,7 +201,7 @@ async fn all_sites_commit_fails_fast_when_a_site_is_cut_off_and_nothing_acknowle
         acknowledged.push((key, w.index));
     }
 
-    p.bed.heal("b").unwrap();
+    p.bed_mut().heal("b").unwrap();
     let last = acknowledged.iter().map(|(_, i)| *i).max().unwrap();
     let [b_host] = p.host_ids_in("b")[..] else {
         panic!("one host in b")
@@ -212,7 +209,7 @@ async fn all_sites_commit_fails_fast_when_a_site_is_cut_off_and_nothing_acknowle
     // b catches up; then every replica holds every acknowledged write.
     for host in 1..=3u64 {
         let name = format!("host-{host}");
-        let client = p.client_of(&[&name]);
+        let client = p.client_of(&[&name]).unwrap();
         let pinned = client
             .namespace(shard, Namespace::new("orders").unwrap())
             .pinned_to(p.addr(&name));
@@ -223,7 +220,8 @@ async fn all_sites_commit_fails_fast_when_a_site_is_cut_off_and_nothing_acknowle
                     name: Namespace::new("orders").unwrap(),
                 },
             )
-            .await;
+            .await
+            .unwrap();
         let ManagerResponse::Namespace(info) = epoch else {
             panic!("{epoch:?}")
         };
@@ -252,8 +250,8 @@ async fn all_sites_commit_fails_fast_when_a_site_is_cut_off_and_nothing_acknowle
 async fn a_forced_leader_that_is_down_stops_writes_and_no_other_node_leads() {
     let _serial = serial().await;
     let mut p = two_sites();
-    let managers = p.managers();
-    p.wait_hosts(&managers, 3).await;
+    let managers = p.managers().unwrap();
+    p.wait_hosts(&managers, WAIT).await.unwrap();
     let shard = create(&p, &managers, "forced", "a").await;
     let forced = 2u64;
     set_policy(
@@ -264,12 +262,14 @@ async fn a_forced_leader_that_is_down_stops_writes_and_no_other_node_leads() {
         Some(LeaderPreference::Forced(raft_core::NodeId(forced))),
     )
     .await;
-    p.wait_leader(shard, forced, Duration::from_secs(15)).await;
-    let router_a = p.client_of(&["router-a"]);
+    p.wait_leader(shard, forced, Duration::from_secs(15))
+        .await
+        .unwrap();
+    let router_a = p.client_of(&["router-a"]).unwrap();
     let ns = router_a.routed(Namespace::new("forced").unwrap());
     ns.set("k", "v").await.unwrap();
 
-    p.kill_proc(&format!("host-{forced}"));
+    p.kill_proc(&format!("host-{forced}")).unwrap();
     let failed = eventually(
         Duration::from_secs(10),
         "writes refused while the forced leader is down",
@@ -295,15 +295,17 @@ async fn a_forced_leader_that_is_down_stops_writes_and_no_other_node_leads() {
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
         assert_eq!(
-            p.leaders(shard).await,
+            p.leaders(shard).await.unwrap(),
             Vec::<u64>::new(),
             "another node leads"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The forced node comes back and leads again; writes resume.
-    p.start_proc(&format!("host-{forced}"));
-    p.wait_leader(shard, forced, Duration::from_secs(20)).await;
+    p.start_proc(&format!("host-{forced}")).unwrap();
+    p.wait_leader(shard, forced, Duration::from_secs(20))
+        .await
+        .unwrap();
     eventually(Duration::from_secs(10), "writes resume", || async {
         ns.set("k", "after").await.ok()
     })
@@ -311,7 +313,7 @@ async fn a_forced_leader_that_is_down_stops_writes_and_no_other_node_leads() {
     let read = ns.get("k", Consistency::Consistent).await.unwrap();
     assert_eq!(read.value, b"after");
     // Nothing else answered the status probe as leader meanwhile.
-    let status = p.client_of(&["host-1"]);
+    let status = p.client_of(&["host-1"]).unwrap();
     assert!(matches!(
         status.request_to(p.addr("host-1"), Request::WhoLeader { shard }).await,
         Ok(Response::Leader(Some(hint))) if hint.node.0 == forced
@@ -327,7 +329,7 @@ async fn leaders_over(p: &SitePlatform, shard: ShardId, window: Duration) -> Vec
     let mut seen: Vec<u64> = Vec::new();
     let until = Instant::now() + window;
     while Instant::now() < until {
-        let leaders = p.leaders(shard).await;
+        let leaders = p.leaders(shard).await.unwrap();
         assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
         if let [leader] = leaders[..]
             && seen.last() != Some(&leader)
@@ -343,15 +345,15 @@ async fn leaders_over(p: &SitePlatform, shard: ShardId, window: Duration) -> Vec
 async fn three_sites_survive_losing_one_and_preferred_leaders_return_without_flapping() {
     let _serial = serial().await;
     // One manager, one host and one router per site: every shard has a replica in each.
-    let mut p = SitePlatform::start(&SiteShape {
+    let mut p = support::sites::start(&SiteShape {
         sites: vec!["a", "b", "c"],
         rtt: RTT,
         manager_sites: vec!["a", "b", "c"],
         host_sites: vec!["a", "b", "c"],
         router_sites: vec!["a", "b"],
     });
-    let managers = p.managers();
-    p.wait_hosts(&managers, 3).await;
+    let managers = p.managers().unwrap();
+    p.wait_hosts(&managers, WAIT).await.unwrap();
     let host_in = |site: &str| p.host_ids_in(site)[0].0;
     let (host_a, host_b, host_c) = (host_in("a"), host_in("b"), host_in("c"));
     let mut shards = Vec::new();
@@ -361,13 +363,15 @@ async fn three_sites_survive_losing_one_and_preferred_leaders_return_without_fla
         ("nc", "c", host_c),
     ] {
         let shard = create(&p, &managers, name, home).await;
-        p.wait_leader(shard, host, Duration::from_secs(20)).await;
+        p.wait_leader(shard, host, Duration::from_secs(20))
+            .await
+            .unwrap();
         shards.push((name, shard, host));
     }
     let distinct: std::collections::BTreeSet<_> = shards.iter().map(|(_, s, _)| *s).collect();
     assert_eq!(distinct.len(), 3, "one shard per home site: {shards:?}");
 
-    let router_a = p.client_of(&["router-a"]);
+    let router_a = p.client_of(&["router-a"]).unwrap();
     let write_all = |tag: &'static str| {
         let router = router_a.clone();
         async move {
@@ -386,17 +390,16 @@ async fn three_sites_survive_losing_one_and_preferred_leaders_return_without_fla
     write_all("before").await.unwrap();
 
     // Lose site c: its shard elects a leader in a or b, and every shard keeps serving.
-    p.bed.partition("c").unwrap();
+    p.bed_mut().partition("c").unwrap();
     let (_, shard_c, _) = shards[2];
-    eventually(
-        Duration::from_secs(20),
+    p.wait_leaders(
+        shard_c,
         "shard nc led outside c",
-        || async {
-            let leaders = p.leaders(shard_c).await;
-            (leaders.len() == 1 && leaders[0] != host_c).then_some(())
-        },
+        Duration::from_secs(20),
+        |l| matches!(l, [one] if *one != host_c),
     )
-    .await;
+    .await
+    .unwrap();
     eventually(
         Duration::from_secs(20),
         "every shard serves without c",
@@ -404,14 +407,15 @@ async fn three_sites_survive_losing_one_and_preferred_leaders_return_without_fla
     )
     .await;
     // The shards led in a and b never moved.
-    assert_eq!(p.leaders(shards[0].1).await, [host_a]);
-    assert_eq!(p.leaders(shards[1].1).await, [host_b]);
+    assert_eq!(p.leaders(shards[0].1).await.unwrap(), [host_a]);
+    assert_eq!(p.leaders(shards[1].1).await.unwrap(), [host_b]);
 
     // c returns: nc's leadership moves back to c, once, and stays.
-    p.bed.heal("c").unwrap();
+    p.bed_mut().heal("c").unwrap();
     let healed = Instant::now();
     p.wait_leader(shard_c, host_c, Duration::from_secs(20))
-        .await;
+        .await
+        .unwrap();
     eprintln!(
         "leadership of shard {shard_c} back in c {:?} after the heal",
         healed.elapsed()
