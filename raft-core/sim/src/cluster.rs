@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use raft_core::{
-    CommitRule, ConfChange, ConfChangeStep, ConfState, Error, LeaderPolicy, LogIndex, MemStorage,
-    Message, NodeId, ProposalPosition, Role, Storage, Term,
+    CommitRule, ConfChange, ConfChangeStep, ConfState, EntryPayload, Error, LeaderPolicy, LogIndex,
+    MemStorage, Message, NodeId, ProposalPosition, Role, Storage, Term,
 };
 
 use crate::invariants::{
@@ -197,6 +197,10 @@ pub(crate) struct Cluster {
     clients: Vec<Client>,
     next_op_id: u64,
     op_owner: BTreeMap<u64, usize>,
+    /// Writes proposed by a scripted test and not answered yet: op id -> (key, value).
+    scripted_writes: BTreeMap<u64, (String, u64)>,
+    /// Scripted writes acknowledged (applied by the node that took them), in order.
+    acknowledged_writes: Vec<(String, u64)>,
     history: History,
     heal_at: u64,
     healed: bool,
@@ -292,6 +296,8 @@ impl Cluster {
             clients: (0..scenario.clients).map(|_| Client::default()).collect(),
             next_op_id: 1,
             op_owner: BTreeMap::new(),
+            scripted_writes: BTreeMap::new(),
+            acknowledged_writes: Vec::new(),
             history: History::new(),
             heal_at,
             healed: false,
@@ -600,7 +606,12 @@ impl Cluster {
         self.note(|| format!("start {id}"));
     }
 
+    /// Crashes a running node; nothing for a node that is down or unknown.
     pub(crate) fn crash(&mut self, id: NodeId) {
+        // Check before taking the slot out: removing a crashed node's slot would lose its disk.
+        if !matches!(self.nodes.get(&id), Some(Slot::Running(_))) {
+            return;
+        }
         if let Some(Slot::Running(node)) = self.nodes.remove(&id) {
             let disk = node.raw.storage().clone();
             self.nodes.insert(id, Slot::Crashed(Box::new(disk)));
@@ -610,7 +621,12 @@ impl Cluster {
         }
     }
 
+    /// Restarts a crashed node from its disk; nothing for a node that runs or is unknown.
     pub(crate) fn restart(&mut self, id: NodeId) {
+        // Check before taking the slot out: removing a running node's slot would drop the node.
+        if !matches!(self.nodes.get(&id), Some(Slot::Crashed(_))) {
+            return;
+        }
         if let Some(Slot::Crashed(disk)) = self.nodes.remove(&id) {
             if let Some(v) = self.durability.on_restart(id, &disk, &self.state_machine) {
                 self.violation("no lost committed entry", v);
@@ -673,6 +689,10 @@ impl Cluster {
         for entry in &out.applied {
             if let Some(v) = self.state_machine.on_applied(id, entry) {
                 self.violation("state machine safety", v);
+            }
+            if let EntryPayload::ConfChange(change) = &entry.payload {
+                let index = entry.index;
+                self.note(|| format!("{id} applies conf change {:?} at {index}", change.changes));
             }
         }
         #[cfg(feature = "inject-bugs")]
@@ -871,6 +891,7 @@ impl Cluster {
 
     fn on_answer(&mut self, answer: Answer) {
         let Some(&client) = self.op_owner.get(&answer.op_id()) else {
+            self.on_scripted_answer(&answer);
             return;
         };
         let Some(op) = self.clients[client].current.clone() else {
@@ -1516,8 +1537,68 @@ impl Cluster {
         });
         self.next_op_id += 1;
         self.note(|| format!("propose {key}={value} at {at}: {result:?}"));
+        if result.is_ok() {
+            self.scripted_writes.insert(op_id, (key, value));
+        }
         self.mark_dirty(at);
         result
+    }
+
+    /// A scripted write was answered: acknowledged if it took effect, forgotten if it did not.
+    fn on_scripted_answer(&mut self, answer: &Answer) {
+        let Some(write) = self.scripted_writes.remove(&answer.op_id()) else {
+            return;
+        };
+        if let Answer::WriteDone { .. } = answer {
+            self.note(|| format!("acknowledged {}={}", write.0, write.1));
+            self.acknowledged_writes.push(write);
+        }
+    }
+
+    /// Scripted writes acknowledged so far, in order: `(key, value)`.
+    pub(crate) fn acknowledged_writes(&self) -> &[(String, u64)] {
+        &self.acknowledged_writes
+    }
+
+    /// Starts `id`, a node that is not part of the group yet, the way a joining replica starts:
+    /// with no configuration at all, to learn everything from the leader (a snapshot first).
+    pub(crate) fn start_joining(&mut self, id: NodeId) {
+        assert!(
+            !self.nodes.contains_key(&id),
+            "node {id} already exists: a joining node starts from nothing"
+        );
+        self.start_node(id, MemStorage::new_with_conf_state(ConfState::default()));
+    }
+
+    /// Proposes a membership change at node `at`.
+    pub(crate) fn propose_conf_change(
+        &mut self,
+        at: NodeId,
+        steps: Vec<ConfChangeStep>,
+    ) -> Result<ProposalPosition, Error> {
+        let Some(node) = self.running_mut(at) else {
+            return Err(Error::NotLeader { leader: None });
+        };
+        let result = node.raw.propose_conf_change(ConfChange {
+            changes: steps.clone(),
+        });
+        self.note(|| format!("propose {steps:?} on {at}: {result:?}"));
+        self.mark_dirty(at);
+        result
+    }
+
+    /// Node `id` snapshots its applied state and compacts its log up to it.
+    pub(crate) fn compact(&mut self, id: NodeId) {
+        if let Some(node) = self.running_mut(id) {
+            node.compact();
+            self.note(|| format!("compact {id}"));
+        }
+    }
+
+    /// Changes how the network behaves from now on (partitions stay as they are).
+    pub(crate) fn set_network(&mut self, options: NetworkOptions) {
+        self.note(|| format!("network {options:?}"));
+        self.network.options = options;
     }
 
     /// Cuts `side` off from the other nodes, both ways.
@@ -1525,6 +1606,13 @@ impl Cluster {
         let all: BTreeSet<NodeId> = self.nodes.keys().copied().collect();
         self.network.partition(side, &all, false);
         self.note(|| format!("partition {side:?} | rest"));
+    }
+
+    /// Drops every message from `side` to the other nodes; the other direction still works.
+    pub(crate) fn cut_outbound(&mut self, side: &BTreeSet<NodeId>) {
+        let all: BTreeSet<NodeId> = self.nodes.keys().copied().collect();
+        self.network.partition(side, &all, true);
+        self.note(|| format!("cut outbound links of {side:?}"));
     }
 
     /// Restores every link.
@@ -1547,6 +1635,13 @@ impl Cluster {
 
     /// Runs the checks over whole logs and history; returns every violation of the run.
     pub(crate) fn finish(mut self) -> Vec<Violation> {
+        // Operations still pending never completed, as at the end of a random run: a write's
+        // outcome is unknown (it may have taken effect, and reads may have seen it).
+        for client in 0..self.clients.len() {
+            if let Some(op) = self.clients[client].current.take() {
+                self.give_up(client, &op);
+            }
+        }
         self.check_logs_and_history();
         self.violations
     }

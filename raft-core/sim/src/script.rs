@@ -1,18 +1,21 @@
 //! Scripted runs: the simulated cluster of [`crate::run`] (real cores, simulated disks, a calm
 //! network with random delays, the same checkers watching every step) without its random fault
-//! schedule. A test places the faults and policy changes itself, at chosen times on chosen
-//! nodes, and asserts what must happen: who leads, what commits, what is refused.
+//! schedule. A test places the faults, policy changes and membership changes itself (a joining
+//! node, conf change proposals, compactions), at chosen times on chosen nodes, and asserts what
+//! must happen: who leads, what commits, what is refused, what every node holds.
 //!
 //! Everything is still driven by the seed, so a scripted run replays exactly.
 
 use std::collections::BTreeSet;
 
 use raft_core::{
-    CommitRule, Entry, Error, LeaderPolicy, LogIndex, NodeId, ProposalPosition, Role, Storage,
+    CommitRule, ConfChangeStep, ConfState, Entry, Error, LeaderPolicy, LogIndex, NodeId,
+    ProgressState, ProposalPosition, Role, Storage,
 };
 
 use crate::cluster::{Cluster, Event, LeaderChange};
 use crate::invariants::Violation;
+use crate::network::NetworkOptions;
 use crate::policy::Policy;
 use crate::scenario::Scenario;
 
@@ -85,19 +88,102 @@ impl ScriptedRun {
         self.cluster.leader_changes()
     }
 
-    /// Crashes `id`: it loses everything it has not persisted.
+    /// Crashes `id`: it loses everything it has not persisted. Nothing if it is down already.
     pub fn crash(&mut self, id: NodeId) {
         self.cluster.crash(id);
     }
 
-    /// Restarts a crashed `id` from its disk.
+    /// Restarts a crashed `id` from its disk. Nothing if it runs.
     pub fn restart(&mut self, id: NodeId) {
         self.cluster.restart(id);
+    }
+
+    /// Starts `id`, a node outside the scenario, as a replica joining the group starts: with no
+    /// configuration at all (an empty `ConfState`). It takes no part in anything until a leader
+    /// adds it; it then learns the group's state from the leader, a snapshot first.
+    ///
+    /// # Panics
+    /// If `id` was started before.
+    pub fn start_joining(&mut self, id: NodeId) {
+        self.cluster.start_joining(id);
+    }
+
+    /// Proposes a membership change made of `steps` at node `at` (it must lead). Returns where
+    /// the entry went; the change takes effect on each node when it applies it.
+    pub fn propose_conf_change(
+        &mut self,
+        at: NodeId,
+        steps: &[ConfChangeStep],
+    ) -> Result<ProposalPosition, Error> {
+        self.cluster.propose_conf_change(at, steps.to_vec())
+    }
+
+    /// What the running leader `leader` knows of node `id`'s log: `(matched, next, state)`, as
+    /// in [`raft_core::Status::progress`]. `None` if `leader` does not run, does not lead, or
+    /// does not replicate to `id` (not a member of its configuration).
+    pub fn progress(
+        &self,
+        leader: NodeId,
+        id: NodeId,
+    ) -> Option<(LogIndex, LogIndex, ProgressState)> {
+        let node = self.cluster.node(leader)?;
+        node.raw.status().progress.get(&id).copied()
+    }
+
+    /// The last index of a running node's log (persisted or not).
+    pub fn last_index(&self, id: NodeId) -> Option<LogIndex> {
+        self.cluster
+            .node(id)
+            .map(|node| node.raw.status().last_index)
+    }
+
+    /// The configuration a running node has applied.
+    pub fn conf(&self, id: NodeId) -> Option<ConfState> {
+        self.cluster.node(id).map(|node| node.conf.clone())
+    }
+
+    /// A running node snapshots the state it has applied and compacts its log up to it (the
+    /// only point it has a state machine image of). Returns the index of its latest snapshot.
+    pub fn compact(&mut self, id: NodeId) -> Option<LogIndex> {
+        self.cluster.compact(id);
+        self.snapshot_index(id)
+    }
+
+    /// The index of the latest durable snapshot of a node, running or crashed: 0 for a node
+    /// that never compacted nor installed one.
+    pub fn snapshot_index(&self, id: NodeId) -> Option<LogIndex> {
+        let disk = self.cluster.disk(id)?;
+        disk.first_index().ok().map(LogIndex::prev)
+    }
+
+    /// The value of `key` in a running node's applied state machine (`None` also when the node
+    /// does not run).
+    pub fn value(&self, id: NodeId, key: &str) -> Option<u64> {
+        self.cluster.node(id)?.kv.get(key)
+    }
+
+    /// The writes proposed with [`Self::propose_write`] that were acknowledged (applied by the
+    /// node that took them, in the term it took them), in order: `(key, value)`. A write whose
+    /// node crashed or lost leadership before applying it is never acknowledged, whatever its
+    /// fate.
+    pub fn acknowledged_writes(&self) -> &[(String, u64)] {
+        self.cluster.acknowledged_writes()
+    }
+
+    /// Changes how the network behaves from now on: delays, loss, duplication (partitions are
+    /// set apart, with [`Self::partition`] and [`Self::heal_network`]).
+    pub fn set_network(&mut self, options: NetworkOptions) {
+        self.cluster.set_network(options);
     }
 
     /// Cuts `side` off from every other node, both ways.
     pub fn partition(&mut self, side: &[NodeId]) {
         self.cluster.partition(&side.iter().copied().collect());
+    }
+
+    /// Drops every message from `side` to the other nodes, while theirs still reach `side`.
+    pub fn cut_outbound(&mut self, side: &[NodeId]) {
+        self.cluster.cut_outbound(&side.iter().copied().collect());
     }
 
     /// Restores every link.
@@ -217,7 +303,8 @@ impl ScriptedRun {
     }
 
     /// Runs the checks over whole logs and histories (log matching, linearizability) and returns
-    /// every violation of the run.
+    /// every violation of the run. Client operations still pending end with an unknown outcome,
+    /// as at the end of a random run.
     pub fn finish(self) -> Vec<Violation> {
         self.cluster.finish()
     }
