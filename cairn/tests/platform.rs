@@ -634,6 +634,43 @@ fn serde_json_value(text: &str) -> String {
     text.split_whitespace().collect()
 }
 
+/// A platform for replacement tests: hosts 1 a, 2 a, 3 b, 4 a, 5 b, with sites a and b
+/// required, replicas of hosts down `replace_after_ms` replaced, and namespace "photos" created
+/// (its shard gets hosts 1, 2 in site a and 3 in site b).
+async fn replacement_platform(replace_after_ms: u64) -> (Platform, Client, NamespaceInfo) {
+    let extra = format!(
+        "required_sites = [\"a\", \"b\"]\nmin_replicas_per_site = 1\nreplace_after_ms = \
+         {replace_after_ms}"
+    );
+    let platform = Platform::start(Shape {
+        host_sites: vec!["a", "a", "b", "a", "b"],
+        catalog_extra: extra,
+        ..Shape::default()
+    });
+    let managers = platform.manager_client();
+    platform.wait_ready(&managers).await;
+    let info = create(&managers, "photos").await.unwrap();
+    let shard = shard_info(&managers, info.shard).await;
+    assert_eq!(
+        replica_nodes(&shard),
+        BTreeSet::from([1, 2, 3]),
+        "{shard:?}"
+    );
+    (platform, managers, info)
+}
+
+async fn shard_info(managers: &Client, shard: ShardId) -> cairn_wire::catalog::ShardInfo {
+    shards(managers)
+        .await
+        .into_iter()
+        .find(|s| s.id == shard)
+        .expect("the shard is listed")
+}
+
+fn replica_nodes(shard: &cairn_wire::catalog::ShardInfo) -> BTreeSet<u64> {
+    shard.replicas.iter().map(|r| r.node.0).collect()
+}
+
 /// A host that stays down has its replicas replaced by the shard's placement policy: the new
 /// replica goes to the lost replica's site (a required site) although a host elsewhere sorts
 /// first, joins empty, catches up with writes going on, and takes the old one's place as a
@@ -642,26 +679,9 @@ fn serde_json_value(text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_on_a_dead_host_is_replaced_in_its_site_and_nothing_is_lost() {
     let _serial = serial().await;
-    // Hosts 1 a, 2 a, 3 b, 4 a, 5 b: a shard gets hosts 1, 2 (site a) and 3 (site b).
-    let mut platform = Platform::start(Shape {
-        host_sites: vec!["a", "a", "b", "a", "b"],
-        catalog_extra: "required_sites = [\"a\", \"b\"]\nmin_replicas_per_site = 1\n\
-                        replace_after_ms = 2000",
-        ..Shape::default()
-    });
-    let managers = platform.manager_client();
-    platform.wait_ready(&managers).await;
-    let info = create(&managers, "photos").await.unwrap();
-    let shard_of = |list: Vec<cairn_wire::catalog::ShardInfo>| {
-        list.into_iter()
-            .find(|s| s.id == info.shard)
-            .expect("the namespace's shard")
-    };
-    let nodes = |s: &cairn_wire::catalog::ShardInfo| -> BTreeSet<u64> {
-        s.replicas.iter().map(|r| r.node.0).collect()
-    };
-    let before = shard_of(shards(&managers).await);
-    assert_eq!(nodes(&before), BTreeSet::from([1, 2, 3]), "{before:?}");
+    let (mut platform, managers, info) = replacement_platform(2000).await;
+    let shard_now = || shard_info(&managers, info.shard);
+    let nodes = replica_nodes;
 
     // Writes go on through the router the whole time; only acknowledged ones are checked.
     let router = platform.router_client();
@@ -687,7 +707,7 @@ async fn a_replica_on_a_dead_host_is_replaced_in_its_site_and_nothing_is_lost() 
     platform.kill_host(3);
     let killed = std::time::Instant::now();
     let after = eventually(Duration::from_secs(60), "replica 3 replaced", || async {
-        let s = shard_of(shards(&managers).await);
+        let s = shard_now().await;
         (s.replacing.is_none() && !nodes(&s).contains(&3)).then_some(s)
     })
     .await;
@@ -770,26 +790,9 @@ async fn a_replica_on_a_dead_host_is_replaced_in_its_site_and_nothing_is_lost() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replacement_whose_new_host_dies_is_abandoned_then_placed_again() {
     let _serial = serial().await;
-    let mut platform = Platform::start(Shape {
-        host_sites: vec!["a", "a", "b", "a", "b"],
-        catalog_extra: "required_sites = [\"a\", \"b\"]\nmin_replicas_per_site = 1\n\
-                        replace_after_ms = 300",
-        ..Shape::default()
-    });
-    let managers = platform.manager_client();
-    platform.wait_ready(&managers).await;
-    let info = create(&managers, "photos").await.unwrap();
-    let shard_now = || async {
-        shards(&managers)
-            .await
-            .into_iter()
-            .find(|s| s.id == info.shard)
-            .expect("the namespace's shard")
-    };
-    let nodes = |s: &cairn_wire::catalog::ShardInfo| -> BTreeSet<u64> {
-        s.replicas.iter().map(|r| r.node.0).collect()
-    };
-    assert_eq!(nodes(&shard_now().await), BTreeSet::from([1, 2, 3]));
+    let (mut platform, managers, info) = replacement_platform(300).await;
+    let shard_now = || shard_info(&managers, info.shard);
+    let nodes = replica_nodes;
     let host_down = |id: u64| {
         let managers = managers.clone();
         async move {

@@ -1024,25 +1024,7 @@ impl Manager {
             )));
         }
         // 4. The catalog swaps them; routers and the policy follow.
-        let swapped = self
-            .change(false, |c| {
-                let Some(record) = c.shards.get(&shard) else {
-                    return Ok(None);
-                };
-                if record.replacing != Some(replacement) {
-                    return Ok(None);
-                }
-                let mut record = record.clone();
-                for node in &mut record.replicas {
-                    if *node == replacement.old {
-                        *node = replacement.new;
-                    }
-                }
-                record.replacing = None;
-                let replicas = c.replica_addrs(&record);
-                Ok(Some((vec![Change::Shard(record)], replicas)))
-            })
-            .await?;
+        let swapped = self.end_replacement(shard, replacement, true).await?;
         if let Some(replicas) = swapped {
             m::replacement("done");
             info!(
@@ -1099,19 +1081,7 @@ impl Manager {
             }
             Ok(_) => {}
         }
-        let forgot = self
-            .change(false, |c| {
-                let Some(record) = c.shards.get(&shard) else {
-                    return Ok(None);
-                };
-                if record.replacing != Some(replacement) {
-                    return Ok(None);
-                }
-                let mut record = record.clone();
-                record.replacing = None;
-                Ok(Some((vec![Change::Shard(record)], ())))
-            })
-            .await?;
+        let forgot = self.end_replacement(shard, replacement, false).await?;
         if forgot.is_some() {
             m::replacement("abandoned");
             warn!(
@@ -1123,6 +1093,37 @@ impl Manager {
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Ends `replacement` of `shard` in the catalog, swapping the replicas (`swap`) or
+    /// forgetting it, unless the catalog moved on meanwhile. Returns the shard's replicas when
+    /// it changed them.
+    async fn end_replacement(
+        &self,
+        shard: ShardId,
+        replacement: Replacement,
+        swap: bool,
+    ) -> Result<Option<Vec<ReplicaAddr>>, ApiError> {
+        self.change(false, |c| {
+            let Some(record) = c.shards.get(&shard) else {
+                return Ok(None);
+            };
+            if record.replacing != Some(replacement) {
+                return Ok(None);
+            }
+            let mut record = record.clone();
+            record.replacing = None;
+            if swap {
+                for node in &mut record.replicas {
+                    if *node == replacement.old {
+                        *node = replacement.new;
+                    }
+                }
+            }
+            let replicas = c.replica_addrs(&record);
+            Ok(Some((vec![Change::Shard(record)], replicas)))
+        })
+        .await
     }
 
     /// Tells every replica host but `skip` where the shard's replicas are (best effort: the

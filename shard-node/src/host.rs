@@ -27,8 +27,8 @@ use cairn_wire::peer::{PeerFrame, QuiescedShard, ShardMessage, SnapshotHeader};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use raft_core::{
     CommitRule, ConfChange, ConfChangeStep, ConfState, Config, EntryPayload, Error as RaftError,
-    LeaderPolicy, LogIndex, Message, MessageBody, NodeId, RawNode, Ready, Role, Snapshot, Storage,
-    Term,
+    LeaderPolicy, LogIndex, Message, MessageBody, NodeId, ProgressState, RawNode, Ready, Role,
+    Snapshot, Storage, Term,
 };
 use rocksdb::WriteBatch;
 use tokio::sync::{oneshot, watch};
@@ -572,8 +572,19 @@ impl Host {
                         remove.0
                     )));
                 }
-                let matched = status.progress.get(&add).map_or(LogIndex::ZERO, |p| p.0);
-                if matched.0 + PROMOTE_LAG_MAX < status.last_index.0 {
+                // Caught up: the leader replicates to it by appends (it installed a snapshot,
+                // or matched the log), holds something, and is close to the end of the log. The
+                // lag alone would pass a learner that holds nothing while the log is short.
+                let (matched, replicating) = status
+                    .progress
+                    .get(&add)
+                    .map_or((LogIndex::ZERO, false), |p| {
+                        (p.0, p.2 == ProgressState::Replicate)
+                    });
+                if !replicating
+                    || matched == LogIndex::ZERO
+                    || matched.0 + PROMOTE_LAG_MAX < status.last_index.0
+                {
                     return Err(ApiError::Unavailable(format!(
                         "learner {} of shard {shard} has not caught up yet: it holds the log to \
                          {}, the leader to {}",

@@ -104,7 +104,7 @@ pub struct Shape {
     pub namespaces_per_shard: u32,
     pub replicas_per_shard: u32,
     /// More lines for the managers' `[catalog]` section.
-    pub catalog_extra: &'static str,
+    pub catalog_extra: String,
 }
 
 impl Default for Shape {
@@ -114,7 +114,7 @@ impl Default for Shape {
             host_sites: vec!["dc1"; 4],
             namespaces_per_shard: 50,
             replicas_per_shard: 3,
-            catalog_extra: "",
+            catalog_extra: String::new(),
         }
     }
 }
