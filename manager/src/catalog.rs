@@ -481,6 +481,40 @@ impl Catalog {
             })
     }
 
+    /// How many active shards fall short of their policy, by reason: `replica_down` (a replica's
+    /// host is down), `site_minimum` (a required site has fewer up replicas than its minimum),
+    /// `policy_pending` (the replicas do not run the policy in force yet). Every reason is
+    /// listed, with 0 when none.
+    pub fn degraded(&self) -> [(&'static str, usize); 3] {
+        let up = |node: &NodeId| {
+            self.hosts
+                .get(node)
+                .is_some_and(|h| h.state == HostState::Up)
+        };
+        let (mut down, mut site_minimum, mut pending) = (0, 0, 0);
+        for shard in self
+            .shards
+            .values()
+            .filter(|s| s.state == ShardState::Active)
+        {
+            down += usize::from(!shard.replicas.iter().all(up));
+            site_minimum += usize::from(shard.placement.required_sites.iter().any(|site| {
+                let n = shard
+                    .replicas
+                    .iter()
+                    .filter(|n| up(n) && self.site_of(**n) == site)
+                    .count();
+                n < shard.placement.min_per_site as usize
+            }));
+            pending += usize::from(shard.applied.as_ref() != Some(&self.group_policy(shard)));
+        }
+        [
+            ("replica_down", down),
+            ("site_minimum", site_minimum),
+            ("policy_pending", pending),
+        ]
+    }
+
     /// The shards among `hosted` (reported by `host`) whose replica on that host the catalog
     /// no longer has: the group removed it when the replica was replaced.
     pub fn strays(&self, host: NodeId, hosted: &[ShardId]) -> Vec<ShardId> {

@@ -33,12 +33,14 @@ pub async fn run(
         &node_config.tls.cert,
         &node_config.tls.key,
     )?;
-    let node = shard_node::start(node_config).await?;
+    let node = shard_node::start_as(node_config, "manager").await?;
     let manager = manager::Manager::new(node.service().clone(), config.catalog, identity)
         .map_err(|e| NodeError::Start(format!("manager: {e}")))?;
     if node.service().manager.set(manager.clone()).is_err() {
         return Err(NodeError::Start("the node already has a manager".into()));
     }
+    shard_node::metrics::describe(metrics::SPECS);
+    metrics::register();
     metrics::is_leader(false);
     tokio::spawn(manager.run());
     node.run_until(shutdown).await

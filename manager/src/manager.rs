@@ -172,6 +172,7 @@ impl Manager {
                 self.down_since.lock().expect("down_since lock").clear();
                 self.strays.lock().expect("strays lock").clear();
                 m::is_leader(false);
+                m::clear_catalog();
             }
             tokio::time::sleep(LEADERSHIP_POLL).await;
         }
@@ -726,10 +727,12 @@ impl Manager {
             if !self.leads() {
                 continue;
             }
+            let started = Instant::now();
             if let Err(e) = self.reconcile_once().await {
                 m::reconcile_error();
                 debug!("reconcile pass: {e}");
             }
+            m::reconcile_pass(started.elapsed());
         }
     }
 

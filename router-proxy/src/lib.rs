@@ -123,6 +123,7 @@ pub async fn run(
 ) -> Result<(), RouterError> {
     config.validate()?;
     metrics::install(config.metrics_listen).map_err(RouterError::Start)?;
+    metrics::info(config.site.as_deref());
     let identity = Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     let managers = upstream::resolve_managers(&config.managers)
         .await

@@ -3,24 +3,7 @@
 //! Every metric is prefixed `cairn_router_`; units are in the names (`_seconds`, `_bytes`,
 //! `_total`). Request durations are real Prometheus histograms (buckets).
 //!
-//! | metric | type | labels, meaning |
-//! | --- | --- | --- |
-//! | `cairn_router_requests_total` | counter | `op`, `outcome` (`ok` or the error kind) |
-//! | `cairn_router_request_duration_seconds` | histogram | `op` |
-//! | `cairn_router_manager_lookups_total` | counter | `reason` (`miss`, `wrong_shard`) |
-//! | `cairn_router_routes` | gauge | namespaces cached |
-//! | `cairn_router_routing_version` | gauge | |
-//! | `cairn_router_watch_connects_total` | counter | routing watches opened |
-//! | `cairn_router_manifest_cache_hits_total` | counter | reads answered by the cache |
-//! | `cairn_router_manifest_cache_misses_total` | counter | `Any`/`AtLeast` ones it could not |
-//! | `cairn_router_manifest_cache_entries` | gauge | |
-//! | `cairn_router_manifest_cache_bytes` | gauge | estimated memory |
-//! | `cairn_router_shard_reads_total` | counter | `locality` (`local`, `remote`) |
-//! | `cairn_router_local_read_fallbacks_total` | counter | local attempts sent on |
-//! | `cairn_router_in_flight_requests` | gauge | |
-//! | `cairn_router_connections_open` | gauge | |
-//! | `cairn_router_connections_refused_total` | counter | `reason` |
-//! | `cairn_router_frames_rejected_total` | counter | `reason` |
+//! Every metric is declared in [`SPECS`] (from which `dashboards/METRICS.md` is generated).
 //!
 //! A read sent to a shard counts once in `cairn_router_shard_reads_total`, by the replica it
 //! went to first: `local` when that replica is in the router's site (a loose read to a local
@@ -34,7 +17,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use cairn_wire::api::ApiError;
-use metrics::{counter, gauge, histogram};
+use cairn_wire::metric_spec::{MetricKind, MetricSpec};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::locality::Locality;
@@ -42,6 +26,101 @@ use crate::locality::Locality;
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0,
+];
+
+/// Every metric a router exports.
+pub const SPECS: &[MetricSpec] = &[
+    MetricSpec::gauge(
+        "cairn_router_info",
+        &["site", "version"],
+        "Always 1: the router's site and version.",
+    ),
+    MetricSpec::counter(
+        "cairn_router_requests_total",
+        &["op", "outcome"],
+        "Requests answered, by operation and outcome (ok, or the error kind).",
+    ),
+    MetricSpec::histogram(
+        "cairn_router_request_duration_seconds",
+        &["op"],
+        "How long requests took to answer, by operation.",
+    ),
+    MetricSpec::counter(
+        "cairn_router_route_cache_total",
+        &["result"],
+        "Namespace routes looked up in the route cache (result hit or miss).",
+    ),
+    MetricSpec::histogram(
+        "cairn_router_resolve_seconds",
+        &[],
+        "How long resolving a namespace the route cache missed took (manager lookups included).",
+    ),
+    MetricSpec::counter(
+        "cairn_router_manager_lookups_total",
+        &["reason"],
+        "Questions to the manager about a namespace or for the routing table (reason miss or wrong_shard).",
+    ),
+    MetricSpec::gauge("cairn_router_routes", &[], "Namespace routes cached."),
+    MetricSpec::gauge(
+        "cairn_router_routing_version",
+        &[],
+        "The routing version the route cache is at.",
+    ),
+    MetricSpec::counter(
+        "cairn_router_watch_connects_total",
+        &[],
+        "Routing watches opened to the manager.",
+    ),
+    MetricSpec::counter(
+        "cairn_router_manifest_cache_hits_total",
+        &[],
+        "Manifest reads answered from the manifest cache.",
+    ),
+    MetricSpec::counter(
+        "cairn_router_manifest_cache_misses_total",
+        &[],
+        "Any and at_least manifest reads the manifest cache could not answer.",
+    ),
+    MetricSpec::gauge(
+        "cairn_router_manifest_cache_entries",
+        &[],
+        "Manifests cached.",
+    ),
+    MetricSpec::gauge(
+        "cairn_router_manifest_cache_bytes",
+        &[],
+        "Estimated memory of the manifest cache.",
+    ),
+    MetricSpec::counter(
+        "cairn_router_shard_reads_total",
+        &["locality"],
+        "Reads forwarded to shards, by where they went first (local: a replica in the router's site; remote).",
+    ),
+    MetricSpec::counter(
+        "cairn_router_local_read_fallbacks_total",
+        &[],
+        "Reads tried at a local replica that were sent on to the shard's usual path.",
+    ),
+    MetricSpec::gauge(
+        "cairn_router_in_flight_requests",
+        &[],
+        "Requests being served.",
+    ),
+    MetricSpec::gauge(
+        "cairn_router_connections_open",
+        &[],
+        "Open client connections.",
+    ),
+    MetricSpec::counter(
+        "cairn_router_connections_refused_total",
+        &["reason"],
+        "Client connections refused (over the limit, failed handshake, no role).",
+    ),
+    MetricSpec::counter(
+        "cairn_router_frames_rejected_total",
+        &["reason"],
+        "Frames that broke a protocol rule (their connection was closed).",
+    ),
 ];
 
 /// Why the router asked the manager about a namespace.
@@ -87,6 +166,26 @@ pub fn install(listen: SocketAddr) -> Result<(), String> {
         .install()
         .map_err(|e| format!("starting the metrics listener on {listen}: {e}"))?;
     *installed = Some(listen);
+    for spec in SPECS {
+        match spec.kind {
+            MetricKind::Counter => describe_counter!(spec.name, spec.help),
+            MetricKind::Gauge => describe_gauge!(spec.name, spec.help),
+            MetricKind::Histogram => describe_histogram!(spec.name, spec.help),
+        }
+    }
+    for result in ["hit", "miss"] {
+        counter!("cairn_router_route_cache_total", "result" => result).increment(0);
+    }
+    for reason in [LookupReason::Miss, LookupReason::WrongShard] {
+        counter!("cairn_router_manager_lookups_total", "reason" => reason.label()).increment(0);
+    }
+    counter!("cairn_router_watch_connects_total").increment(0);
+    counter!("cairn_router_manifest_cache_hits_total").increment(0);
+    counter!("cairn_router_manifest_cache_misses_total").increment(0);
+    counter!("cairn_router_local_read_fallbacks_total").increment(0);
+    for locality in ["local", "remote"] {
+        counter!("cairn_router_shard_reads_total", "locality" => locality).increment(0);
+    }
     Ok(())
 }
 
@@ -99,6 +198,27 @@ pub(crate) fn request(op: &'static str, outcome: &'static str, elapsed: Duration
 /// The outcome label of a request.
 pub(crate) fn outcome(error: Option<&ApiError>) -> &'static str {
     error.map_or("ok", ApiError::kind)
+}
+
+/// What the router is: its site (empty when none is configured).
+pub(crate) fn info(site: Option<&str>) {
+    gauge!(
+        "cairn_router_info",
+        "site" => site.unwrap_or_default().to_owned(),
+        "version" => env!("CARGO_PKG_VERSION"),
+    )
+    .set(1.0);
+}
+
+/// A namespace's route was looked up in the route cache.
+pub(crate) fn route_cache(hit: bool) {
+    counter!("cairn_router_route_cache_total", "result" => if hit { "hit" } else { "miss" })
+        .increment(1);
+}
+
+/// Resolving a namespace the cache missed took `elapsed`.
+pub(crate) fn resolve_duration(elapsed: Duration) {
+    histogram!("cairn_router_resolve_seconds").record(elapsed.as_secs_f64());
 }
 
 /// The router asked the manager about a namespace or for its routing table.

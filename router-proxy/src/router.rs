@@ -267,11 +267,16 @@ impl Router {
     /// The route of `namespace`: from the cache, else from the manager.
     async fn resolve(&self, namespace: &Namespace, deadline: Instant) -> Result<Route, ApiError> {
         if let Resolved::Route(route) = self.read_routes().resolve(namespace) {
+            m::route_cache(true);
             return Ok(route);
         }
-        timeout_at(deadline, self.refresh(namespace, LookupReason::Miss, None))
+        m::route_cache(false);
+        let started = std::time::Instant::now();
+        let resolved = timeout_at(deadline, self.refresh(namespace, LookupReason::Miss, None))
             .await
-            .map_err(|_| self.timed_out("resolving the namespace"))?
+            .map_err(|_| self.timed_out("resolving the namespace"));
+        m::resolve_duration(started.elapsed());
+        resolved?
     }
 
     /// Finds the route of `namespace` anew, unless it is already different from `stale` (or,

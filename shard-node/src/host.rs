@@ -1585,7 +1585,12 @@ impl Host {
         replica.raw.advance(ready);
 
         let status = replica.raw.status();
-        m::replica_state(shard, &status, replica.raw.storage());
+        m::replica_state(
+            shard,
+            &status,
+            replica.raw.storage(),
+            &replica.policy.leader,
+        );
         // Automatic compaction once the log is long; keep a tail for lagging followers.
         let first = replica.raw.storage().truncated_index();
         if applied.0.saturating_sub(first.0) > self.timing.log_compact_threshold_entries {

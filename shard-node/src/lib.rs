@@ -86,9 +86,16 @@ pub struct Node {
 /// Starts a node: opens its storage and replicas, starts the host loop, the peer links and the
 /// listener, and (when the configuration names managers) the heartbeat to the manager.
 pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+    start_as(config, "shard-node").await
+}
+
+/// [`start`], for a process whose role (in `cairn_process_info`) is `role`: a manager runs a
+/// node for its catalog group.
+pub async fn start_as(config: NodeConfig, role: &'static str) -> Result<Node, NodeError> {
     config.validate()?;
     let id = config.id();
     metrics::install(config.metrics_listen).map_err(NodeError::Start)?;
+    metrics::process_info(role, &config.site, id);
     let identity = Identity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     let frame_max = config.limits.frame_size_max_bytes;
     let limits = EndpointLimits {
@@ -144,6 +151,7 @@ pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         manager: std::sync::OnceLock::new(),
     });
     tokio::spawn(server::serve(quic.clone(), service.clone()));
+    tokio::spawn(sample_host(config.data_dir.clone(), replicas.clone()));
     if let Some(manager) = &config.manager {
         tokio::spawn(heartbeat::run(
             heartbeat::HostIdentity {
@@ -172,6 +180,29 @@ pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         host_done,
         host_thread,
     })
+}
+
+/// How often the host-wide gauges (replicas held, disk space) are sampled.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Samples the host-wide gauges until the runtime stops.
+async fn sample_host(data_dir: std::path::PathBuf, replicas: host::ReplicaHandles) {
+    let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let held = replicas
+            .read()
+            .expect("replica handles lock poisoned")
+            .len();
+        metrics::replicas(held);
+        match rustix::fs::statvfs(&data_dir) {
+            Ok(fs) => metrics::disk(
+                fs.f_bavail.saturating_mul(fs.f_frsize),
+                fs.f_blocks.saturating_mul(fs.f_frsize),
+            ),
+            Err(e) => tracing::debug!("statvfs {}: {e}", data_dir.display()),
+        }
+    }
 }
 
 impl Node {

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cairn_wire::api::{ApiError, ShardId};
-use metrics::{counter, gauge, histogram};
+use cairn_wire::metric_spec::{MetricKind, MetricSpec};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use raft_core::{Role, Status};
+use raft_core::{LeaderPolicy, NodeId, ProgressState, Role, Status};
 
 use crate::storage::GroupStorage;
 
@@ -38,6 +39,182 @@ const SIZE_BUCKETS: &[f64] = &[
     16_777_216.0,
 ];
 
+/// Every metric a node process exports (shard-node hosts, and managers, which run a node for
+/// the catalog group). `dashboards/METRICS.md` is generated from this list.
+pub const SPECS: &[MetricSpec] = &[
+    MetricSpec::gauge(
+        "cairn_process_info",
+        &["role", "site", "node", "version"],
+        "Always 1: the labels say which process this is (join on instance to label other series by site).",
+    ),
+    MetricSpec::counter(
+        "cairn_requests_total",
+        &["op", "outcome"],
+        "Requests served, by operation and outcome (ok, or the error kind).",
+    ),
+    MetricSpec::histogram(
+        "cairn_request_duration_seconds",
+        &["op", "outcome"],
+        "How long requests took to answer, by operation and outcome.",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_term",
+        &["shard"],
+        "The replica's current Raft term.",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_leader",
+        &["shard"],
+        "The node id of the leader this replica knows of (0: none).",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_is_leader",
+        &["shard"],
+        "1 on the replica that leads the shard, 0 on the others.",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_commit_index",
+        &["shard"],
+        "The highest log index this replica knows to be committed.",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_applied_index",
+        &["shard"],
+        "The highest log index this replica has applied.",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_last_index",
+        &["shard"],
+        "The last index in this replica's log.",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_first_index",
+        &["shard"],
+        "The first index still in this replica's log (older entries are in the snapshot).",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_apply_lag_entries",
+        &["shard"],
+        "Committed entries this replica has not applied yet.",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_replication_lag_entries",
+        &["shard"],
+        "On the leader: how many entries the furthest-behind member lacks (0 on followers).",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_voters",
+        &["shard"],
+        "Voters in the configuration this replica applied.",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_learners",
+        &["shard"],
+        "Learners (replicas catching up to join) in the configuration this replica applied.",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_leader_policy_satisfied",
+        &["shard"],
+        "0 while the leader this replica knows of is not where the shard's leader policy wants it (preferred site, forced node), else 1.",
+    ),
+    MetricSpec::counter(
+        "cairn_raft_leader_changes_total",
+        &["shard"],
+        "Changes of leader this replica saw.",
+    ),
+    MetricSpec::counter(
+        "cairn_raft_elections_total",
+        &["shard"],
+        "Campaigns this replica started.",
+    ),
+    MetricSpec::counter(
+        "cairn_raft_group_ticks_total",
+        &[],
+        "Raft group ticks (quiesced groups are not ticked).",
+    ),
+    MetricSpec::gauge(
+        "cairn_raft_quiesced_groups",
+        &[],
+        "Idle groups on this host that are not ticked.",
+    ),
+    MetricSpec::gauge("cairn_replicas", &[], "Replicas this host holds."),
+    MetricSpec::counter(
+        "cairn_replicas_dropped_total",
+        &[],
+        "Replicas deleted because their group removed them (after a replacement).",
+    ),
+    MetricSpec::counter(
+        "cairn_snapshot_transfers_total",
+        &["shard", "direction", "outcome"],
+        "Snapshots sent to or received from peers (direction sent or received; outcome ok or failed).",
+    ),
+    MetricSpec::histogram(
+        "cairn_snapshot_transfer_seconds",
+        &["direction"],
+        "How long snapshot transfers took.",
+    ),
+    MetricSpec::histogram(
+        "cairn_storage_fsync_seconds",
+        &[],
+        "How long synced group-commit writes to RocksDB took.",
+    ),
+    MetricSpec::histogram(
+        "cairn_storage_batch_entries",
+        &[],
+        "Log entries and state changes per group-commit write.",
+    ),
+    MetricSpec::histogram(
+        "cairn_storage_batch_bytes",
+        &[],
+        "Bytes per group-commit write.",
+    ),
+    MetricSpec::gauge(
+        "cairn_storage_disk_available_bytes",
+        &[],
+        "Bytes available to the node on the file system of its data directory.",
+    ),
+    MetricSpec::gauge(
+        "cairn_storage_disk_total_bytes",
+        &[],
+        "Size of the file system of the node's data directory.",
+    ),
+    MetricSpec::counter(
+        "cairn_transport_messages_dropped_total",
+        &["reason"],
+        "Messages to or from peers that were dropped, by reason.",
+    ),
+    MetricSpec::counter(
+        "cairn_transport_sent_bytes_total",
+        &[],
+        "Bytes of frames written to peers.",
+    ),
+    MetricSpec::counter(
+        "cairn_transport_received_bytes_total",
+        &[],
+        "Bytes of frames read from peers and clients.",
+    ),
+    MetricSpec::counter(
+        "cairn_transport_frames_rejected_total",
+        &["reason"],
+        "Frames that broke a protocol rule (their connection was closed).",
+    ),
+    MetricSpec::counter(
+        "cairn_transport_connections_refused_total",
+        &["reason"],
+        "Connections refused (failed TLS handshake, no cluster certificate, limits).",
+    ),
+    MetricSpec::gauge(
+        "cairn_transport_connections_open",
+        &[],
+        "Open QUIC connections.",
+    ),
+    MetricSpec::counter(
+        "cairn_heartbeats_total",
+        &["outcome"],
+        "Heartbeats this host sent to the manager (ok or failed).",
+    ),
+];
+
 /// Installs the global recorder and serves `/metrics` on `listen` (plain HTTP, as Prometheus
 /// scrapes it; it exposes no data, only counters).
 pub fn install(listen: SocketAddr) -> Result<(), String> {
@@ -48,7 +225,62 @@ pub fn install(listen: SocketAddr) -> Result<(), String> {
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_bytes".into()), SIZE_BUCKETS))
         .map_err(|e| e.to_string())?
         .install()
-        .map_err(|e| format!("starting the metrics listener on {listen}: {e}"))
+        .map_err(|e| format!("starting the metrics listener on {listen}: {e}"))?;
+    describe(SPECS);
+    // Event counters exist from the start (at 0), so that dashboards and alerts see them
+    // before the first event.
+    counter!("cairn_replicas_dropped_total").increment(0);
+    counter!("cairn_raft_group_ticks_total").increment(0);
+    counter!("cairn_transport_sent_bytes_total").increment(0);
+    counter!("cairn_transport_received_bytes_total").increment(0);
+    Ok(())
+}
+
+/// Hands the `# HELP` text of `specs` to the recorder.
+pub fn describe(specs: &[MetricSpec]) {
+    for spec in specs {
+        match spec.kind {
+            MetricKind::Counter => describe_counter!(spec.name, spec.help),
+            MetricKind::Gauge => describe_gauge!(spec.name, spec.help),
+            MetricKind::Histogram => describe_histogram!(spec.name, spec.help),
+        }
+    }
+}
+
+/// What this process is: `role` (shard-node, manager), its site and node id.
+pub fn process_info(role: &'static str, site: &str, node: NodeId) {
+    gauge!(
+        "cairn_process_info",
+        "role" => role,
+        "site" => site.to_owned(),
+        "node" => node.0.to_string(),
+        "version" => env!("CARGO_PKG_VERSION"),
+    )
+    .set(1.0);
+}
+
+/// The file system of the data directory: available and total bytes.
+pub fn disk(available: u64, total: u64) {
+    gauge!("cairn_storage_disk_available_bytes").set(available as f64);
+    gauge!("cairn_storage_disk_total_bytes").set(total as f64);
+}
+
+/// How many replicas this host holds.
+pub fn replicas(count: usize) {
+    gauge!("cairn_replicas").set(count as f64);
+}
+
+/// A snapshot transfer ended (`direction`: sent or received).
+pub fn snapshot_transfer(shard: ShardId, direction: &'static str, ok: bool, elapsed: Duration) {
+    counter!(
+        "cairn_snapshot_transfers_total",
+        "shard" => shard.0.to_string(),
+        "direction" => direction,
+        "outcome" => if ok { "ok" } else { "failed" },
+    )
+    .increment(1);
+    histogram!("cairn_snapshot_transfer_seconds", "direction" => direction)
+        .record(elapsed.as_secs_f64());
 }
 
 /// A message to a peer was dropped.
@@ -96,8 +328,46 @@ pub fn leader_changed(shard: ShardId) {
 }
 
 /// The replica's Raft state after a `Ready`.
-pub fn replica_state(shard: ShardId, status: &Status, storage: &GroupStorage) {
+pub fn replica_state(
+    shard: ShardId,
+    status: &Status,
+    storage: &GroupStorage,
+    leader_policy: &LeaderPolicy,
+) {
     let shard = shard.0.to_string();
+    let leading = status.soft_state.role == Role::Leader;
+    let applied = storage.applied().index;
+    gauge!("cairn_raft_apply_lag_entries", "shard" => shard.clone())
+        .set(status.hard_state.commit.0.saturating_sub(applied.0) as f64);
+    // The leader's view of each member; a member still catching up by snapshot lacks it all.
+    let lag = status
+        .progress
+        .iter()
+        .filter(|(id, _)| **id != status.id)
+        .map(|(_, (matched, _, state))| match state {
+            ProgressState::Snapshot { .. } => status.last_index.0,
+            _ => status.last_index.0.saturating_sub(matched.0),
+        })
+        .max()
+        .unwrap_or(0);
+    gauge!("cairn_raft_replication_lag_entries", "shard" => shard.clone()).set(if leading {
+        lag as f64
+    } else {
+        0.0
+    });
+    gauge!("cairn_raft_voters", "shard" => shard.clone())
+        .set(status.conf_state.voters.len() as f64);
+    gauge!("cairn_raft_learners", "shard" => shard.clone())
+        .set(status.conf_state.learners.len() as f64);
+    let leader = status.soft_state.leader;
+    let satisfied = match leader_policy {
+        _ if leader == NodeId::NONE => true,
+        LeaderPolicy::Any => true,
+        LeaderPolicy::Preferred(nodes) => nodes.contains(&leader),
+        LeaderPolicy::Forced(node) => *node == leader,
+    };
+    gauge!("cairn_raft_leader_policy_satisfied", "shard" => shard.clone())
+        .set(f64::from(u8::from(satisfied)));
     gauge!("cairn_raft_term", "shard" => shard.clone()).set(status.hard_state.term.0 as f64);
     gauge!("cairn_raft_leader", "shard" => shard.clone()).set(status.soft_state.leader.0 as f64);
     gauge!("cairn_raft_is_leader", "shard" => shard.clone())
@@ -149,5 +419,5 @@ pub fn outcome(error: Option<&ApiError>) -> &'static str {
 
 /// A heartbeat to the manager finished (`outcome`: ok or failed).
 pub fn heartbeat(outcome: &'static str) {
-    counter!("cairn_manager_heartbeats_total", "outcome" => outcome).increment(1);
+    counter!("cairn_heartbeats_total", "outcome" => outcome).increment(1);
 }

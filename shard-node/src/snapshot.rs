@@ -55,7 +55,9 @@ pub async fn run_sender(
         let host = host.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            match send_one(&engine, me, job, &links, frame_max_bytes).await {
+            let result = send_one(&engine, me, job, &links, frame_max_bytes).await;
+            crate::metrics::snapshot_transfer(job.shard, "sent", result.is_ok(), started.elapsed());
+            match result {
                 Ok(pairs) => info!(
                     shard = job.shard.0,
                     to = job.to.0,
@@ -246,7 +248,9 @@ pub async fn receive(
         return Err(ReceiveError::WrongRecipient(header.to.0));
     }
     let generation = engine.allocate_generation();
+    let started = std::time::Instant::now();
     let result = receive_into(engine, &header, generation, stream, frame_max_bytes).await;
+    crate::metrics::snapshot_transfer(header.shard, "received", result.is_ok(), started.elapsed());
     match result {
         Ok(pairs) => {
             info!(

@@ -16,5 +16,6 @@ pub mod certs;
 pub mod endpoint;
 pub mod frame;
 pub mod manifest;
+pub mod metric_spec;
 pub mod peer;
 pub mod tls;
