@@ -192,6 +192,7 @@ pub(crate) fn unexpected(wanted: &str, got: &ManagerResponse) -> anyhow::Error {
         ManagerResponse::Policies(_) => "policies",
         ManagerResponse::Routing(_) => "a routing table",
         ManagerResponse::Change(_) => "a routing change",
+        ManagerResponse::Violations(_) => "violations",
     };
     Error::Protocol(format!(
         "the manager answered with {got} where {wanted} was expected"

@@ -10,11 +10,11 @@
 //! shard = 1                  # optional: the default shard of `cairn kv`
 //! ```
 //!
-//! Each address list is optional, and each command needs only one of them: `cairn kv` and
-//! `cairn status` talk to `nodes`, `cairn ns`, `cairn shards` and `cairn hosts` to `managers`,
-//! `cairn manifest` to `routers`. A command whose list is missing fails with a message naming
-//! it. A list that is present must not be empty. Names (`host:port`) are resolved when the file
-//! is read.
+//! Each address list is optional, and each command needs only one of them: `cairn kv` talks to
+//! `nodes`, `cairn ns`, `cairn shards`, `cairn hosts` and `cairn status` to `managers` (and
+//! `cairn status` to `nodes` when there are no managers), `cairn manifest` to `routers`. A
+//! command whose list is missing fails with a message naming it. A list that is present must
+//! not be empty. Names (`host:port`) are resolved when the file is read.
 //!
 //! Commands take it from `--cluster FILE`, else from the `CAIRN_CLUSTER` environment variable.
 

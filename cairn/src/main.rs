@@ -24,8 +24,8 @@ mod status_cmd;
 const EXIT_CODES: &str = "\
 Exit codes: 0 success, 1 other error, 2 not found (key, object or namespace), 3 condition failed \
 (assertion failed, object exists or changed, namespace exists), 4 no quorum, unavailable or no \
-server reachable, 5 outcome of a write unknown (it may or may not have been applied), 64 bad \
-command line.";
+server reachable, 5 outcome of a write unknown (it may or may not have been applied), 6 the \
+cluster is degraded (`cairn status`), 64 bad command line.";
 
 /// cairn: a multi-site, Raft-replicated metadata store.
 #[derive(Parser)]
@@ -48,7 +48,9 @@ enum Command {
     Router(router_cmd::RouterArgs),
     /// Read and write keys of a namespace.
     Kv(kv_cmd::KvArgs),
-    /// Show the replicas of every node of a cluster.
+    /// Show the cluster at a glance: health, sites, hosts, shards with their leaders and lag,
+    /// namespaces and policy violations (through the managers and every host; `--json` for
+    /// scripts).
     Status(status_cmd::StatusArgs),
     /// Create, list, show and delete namespaces (through the managers).
     Ns(ns_cmd::NsArgs),
@@ -114,6 +116,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The status printed says why.
+        Err(e) if e.is::<status_cmd::Degraded>() => ExitCode::from(status_cmd::EXIT_DEGRADED),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(exit_code(&e))

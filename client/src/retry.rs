@@ -59,7 +59,8 @@ impl CallKind {
                 | ManagerRequest::ListHosts
                 | ManagerRequest::Policies
                 | ManagerRequest::Routing
-                | ManagerRequest::Watch => Self::ConsistentRead,
+                | ManagerRequest::Watch
+                | ManagerRequest::Violations => Self::ConsistentRead,
             },
             // Only the leader changes members, and a change already made is answered as done.
             Request::ChangeReplicas { .. } => Self::ConsistentRead,

@@ -663,6 +663,10 @@ impl Manager {
                 self.read(|c| ManagerResponse::Routing(c.routing_table()))
                     .await
             }
+            ManagerRequest::Violations => {
+                self.read(|c| ManagerResponse::Violations(c.violations()))
+                    .await
+            }
             ManagerRequest::Watch => Err(ApiError::InvalidArgument(
                 "watch is a stream; it is served separately".into(),
             )),

@@ -487,6 +487,9 @@ pub enum ManagerRequest {
     Routing,
     /// The routing table, then its changes as they happen (the stream stays open).
     Watch,
+    /// The catalog's policy violations: shards below their site minimums, and broken
+    /// invariants (empty: none).
+    Violations,
 }
 
 impl ManagerRequest {
@@ -505,6 +508,7 @@ impl ManagerRequest {
             Self::SetShardPolicy { .. } => "set_shard_policy",
             Self::Routing => "routing",
             Self::Watch => "watch",
+            Self::Violations => "violations",
         }
     }
 
@@ -533,6 +537,8 @@ pub enum ManagerResponse {
     Routing(RoutingTable),
     /// A change of it.
     Change(RoutingChange),
+    /// The catalog's policy violations, one sentence each.
+    Violations(Vec<String>),
 }
 
 #[cfg(test)]
