@@ -5,7 +5,10 @@
 //! run has three phases: faults (crashes, restarts, partitions, loss, duplication, reordering,
 //! membership changes, leader transfers, compactions, policy changes), then heal (everything
 //! restarts, the network calms down, and direct policy changes are dropped), then a liveness
-//! window in which every client operation must complete, and a final convergence check.
+//! window in which every client operation must complete, and a final convergence check. A run
+//! that ends in a policy stall ([`crate::stall`]) is then handed to the operator
+//! ([`crate::operator`]): the manager's passes lift the forced leader and push a new policy, and
+//! the liveness window and final check run again from the first pass.
 //!
 //! A scripted run ([`crate::script::ScriptedRun`]) uses the same cluster without the random fault
 //! schedule: a test drives it step by step.
@@ -24,7 +27,8 @@ use crate::invariants::{
 use crate::kv::{Command, Write, WriteResult};
 use crate::linearizability::{self, Event as LinEvent, History, Op, Outcome, Verdict};
 use crate::network::{Network, NetworkOptions};
-use crate::node::{Answer, ReadyOutput, SimNode};
+use crate::node::{Answer, OverrideRefused, ReadyOutput, SimNode};
+use crate::operator::{OperatorPass, OperatorRecovery};
 use crate::policy::{Policy, describe_commit_rule, describe_leader_policy};
 use crate::rng::SimRng;
 use crate::scenario::Scenario;
@@ -41,6 +45,10 @@ pub struct RunOptions {
     /// through the log (with or without the leader's early switch) and direct changes on some
     /// nodes at a time.
     pub policy_changes: bool,
+    /// Hand a run that ends in a policy stall to the operator path (the manager lifting the
+    /// forced leader, then pushing a new policy through the log), and require it to recover.
+    /// Off, such runs are only reported.
+    pub operator: bool,
     /// A deliberately injected core bug to enable (test-only feature).
     #[cfg(feature = "inject-bugs")]
     pub bug: Option<raft_core::InjectedBug>,
@@ -59,6 +67,7 @@ impl Default for RunOptions {
             fault_ticks: 300,
             trace: false,
             policy_changes: true,
+            operator: true,
             #[cfg(feature = "inject-bugs")]
             bug: None,
             #[cfg(feature = "inject-bugs")]
@@ -92,9 +101,13 @@ pub struct Report {
     /// The highest committed index.
     pub committed: LogIndex,
     /// The run ended (or a client gave up after the heal) with no leader and no voter that its
-    /// leader policies let be elected (see [`crate::stall`]): liveness could not be expected,
-    /// and its checks were skipped. Not a violation; reported so it is not silently ignored.
+    /// leader policies let be elected (see [`crate::stall`]): liveness could not be expected
+    /// from the group on its own. Not a violation; reported so it is not silently ignored. With
+    /// [`RunOptions::operator`], the run went on with the operator path ([`Self::operator`]);
+    /// without, its liveness checks were skipped.
     pub policy_stall: Option<String>,
+    /// How the operator path got the run out of its policy stall (`None`: it did not need to).
+    pub operator: Option<OperatorRecovery>,
     /// The trace, when asked for.
     pub trace: Vec<String>,
 }
@@ -116,6 +129,10 @@ const STABLE_UNITS: u64 = 60 * TICK_UNITS;
 const LINEARIZABILITY_STEPS_MAX: u64 = 5_000_000;
 /// A run that processes more events than this is reported as stuck.
 const EVENTS_MAX: u64 = 5_000_000;
+/// The manager's policy push runs this often once a run is handed to the operator.
+const OPERATOR_PASS_UNITS: u64 = 5 * TICK_UNITS;
+/// After the operator's first pass on a stalled group, a leader must be elected within this.
+const RECOVERY_LEADER_UNITS_MAX: u64 = 50 * TICK_UNITS;
 
 #[derive(Debug)]
 pub(crate) enum Event {
@@ -145,6 +162,24 @@ pub(crate) enum Event {
         policy: Policy,
         early_switch: bool,
     },
+    /// The manager's `OverrideLeaderPolicy` reaches `node` (see
+    /// [`SimNode::override_leader_policy`]). A `transient` one is sent during the faults: one
+    /// still in flight at the heal is dropped.
+    OverrideLeaderPolicy {
+        node: NodeId,
+        leader: LeaderPolicy,
+        transient: bool,
+    },
+    /// A pass of the manager's policy push on a run handed to the operator.
+    OperatorPass,
+    /// A node crashes now and restarts after `down_units` (the operator path must cope with a
+    /// replica that forgets its override).
+    Bounce {
+        node: NodeId,
+        down_units: u64,
+    },
+    /// A crashed node restarts.
+    Restart(NodeId),
 }
 
 /// A node became leader.
@@ -173,6 +208,21 @@ struct Client {
     leader_guess: Option<NodeId>,
     current: Option<ClientOp>,
     succeeded_after_settle: u64,
+    /// The client stopped for good at the end of its phase (nothing of it is scheduled).
+    idle: bool,
+}
+
+/// A run handed to the operator after it ended in a policy stall.
+#[derive(Debug)]
+struct Recovery {
+    wanted: Policy,
+    started_at: u64,
+    applied_at: Option<u64>,
+    override_passes: u64,
+    overrides_accepted: u64,
+    /// Client writes called after the first pass that took effect.
+    writes_committed: u64,
+    recovered: bool,
 }
 
 /// A node slot: running, or crashed with only its disk left.
@@ -202,8 +252,12 @@ pub(crate) struct Cluster {
     /// Scripted writes acknowledged (applied by the node that took them), in order.
     acknowledged_writes: Vec<(String, u64)>,
     history: History,
+    /// When the faults heal; once a run is handed to the operator, when its first pass ran (the
+    /// liveness window starts over from there).
     heal_at: u64,
     healed: bool,
+    /// The final check ran: the run is over.
+    finished: bool,
     linearizability_undecided: bool,
     /// Each running node's role and term as last seen, to catch the moment it changes.
     roles: BTreeMap<NodeId, (Role, Term)>,
@@ -216,6 +270,13 @@ pub(crate) struct Cluster {
     last_policy: Option<Policy>,
     /// See [`Report::policy_stall`].
     policy_stall: Option<String>,
+    /// When each node (the first) last received a message from each other (the second), since it
+    /// started: what a host's "heard recently" looks at.
+    last_heard: BTreeMap<(NodeId, NodeId), u64>,
+    /// The operator path, once a stalled run was handed to it.
+    recovery: Option<Recovery>,
+    /// The manager's last policy push through the log: the leader that took it and the entry.
+    operator_push: Option<(NodeId, LogIndex)>,
     // Checkers.
     election_safety: ElectionSafety,
     forced_leader: ForcedLeader,
@@ -247,6 +308,18 @@ pub fn run(seed: u64, options: &RunOptions) -> Report {
         linearizability_undecided: cluster.linearizability_undecided,
         committed: cluster.state_machine.max_committed(),
         policy_stall: cluster.policy_stall,
+        operator: cluster.recovery.map(|r| OperatorRecovery {
+            wanted: r.wanted,
+            leader_after_ticks: cluster
+                .leader_changes
+                .iter()
+                .find(|change| change.at >= r.started_at)
+                .map(|change| (change.at - r.started_at) / TICK_UNITS),
+            applied_after_ticks: r.applied_at.map(|at| (at - r.started_at) / TICK_UNITS),
+            override_passes: r.override_passes,
+            overrides_accepted: r.overrides_accepted,
+            recovered: r.recovered,
+        }),
         trace: cluster.trace,
     }
 }
@@ -301,12 +374,16 @@ impl Cluster {
             history: History::new(),
             heal_at,
             healed: false,
+            finished: false,
             linearizability_undecided: false,
             roles: BTreeMap::new(),
             leader_changes: Vec::new(),
             forced_ever,
             last_policy: None,
             policy_stall: None,
+            last_heard: BTreeMap::new(),
+            recovery: None,
+            operator_push: None,
             election_safety: ElectionSafety::default(),
             forced_leader: ForcedLeader::default(),
             leader_completeness: LeaderCompleteness,
@@ -367,9 +444,8 @@ impl Cluster {
                 self.violation("liveness", format!("more than {EVENTS_MAX} events: stuck"));
                 return;
             }
-            let finished = matches!(event, Event::FinalCheck);
             self.handle(event);
-            if finished || !self.violations.is_empty() {
+            if self.finished || !self.violations.is_empty() {
                 return;
             }
         }
@@ -428,6 +504,22 @@ impl Cluster {
             } => {
                 let _ = self.propose_policy(&policy, early_switch);
             }
+            Event::OverrideLeaderPolicy {
+                node,
+                leader,
+                transient,
+            } => {
+                if transient && self.healed {
+                    return;
+                }
+                let _ = self.override_leader_policy(node, leader);
+            }
+            Event::OperatorPass => self.recovery_pass(),
+            Event::Bounce { node, down_units } => {
+                self.crash(node);
+                self.schedule(down_units, Event::Restart(node));
+            }
+            Event::Restart(node) => self.restart(node),
         }
     }
 
@@ -477,6 +569,120 @@ impl Cluster {
             self.watch_role(id, false);
         }
         self.policies_changed();
+    }
+
+    /// The manager's `OverrideLeaderPolicy` reaches node `id`: it lifts its forced leader unless
+    /// it refuses (see [`SimNode::override_leader_policy`]). Returns whether its policy changed.
+    pub(crate) fn override_leader_policy(
+        &mut self,
+        id: NodeId,
+        leader: LeaderPolicy,
+    ) -> Result<bool, OverrideRefused> {
+        let forced = self.node(id).and_then(|node| node.policy().forced());
+        let heard = forced.is_some_and(|forced| self.heard_recently(id, forced));
+        let result = match self.running_mut(id) {
+            Some(node) => node.override_leader_policy(leader.clone(), |_| heard),
+            None => Err(OverrideRefused::NotRunning),
+        };
+        let wanted = describe_leader_policy(&leader);
+        self.note(|| match &result {
+            Ok(true) => format!("override leader policy on {id} to {wanted}: accepted"),
+            Ok(false) => format!("override leader policy on {id} to {wanted}: already"),
+            Err(refused) => format!("override leader policy on {id} to {wanted}: {refused:?}"),
+        });
+        if result == Ok(true) {
+            if let LeaderPolicy::Forced(forced) = leader {
+                self.forced_ever.insert(forced);
+            }
+            self.mark_dirty(id);
+            self.watch_role(id, false);
+            // The forced-leader checker sees the override as the change of policy it is: the
+            // operator ended the guarantee on this node, from now.
+            self.policies_changed();
+        }
+        result
+    }
+
+    /// Whether node `at` heard from node `from` within an election timeout since it started (a
+    /// node always hears itself), as shard-node's `heard_recently`.
+    fn heard_recently(&self, at: NodeId, from: NodeId) -> bool {
+        let window = u64::from(self.scenario.election_timeout_ticks) * TICK_UNITS;
+        from == at
+            || self
+                .last_heard
+                .get(&(at, from))
+                .is_some_and(|heard| self.now - heard < window)
+    }
+
+    /// What node `id` answers a request it cannot take, as shard-node's `not_leader` does:
+    /// `Some(forced)` for `ForcedLeaderDown { forced }` (its policy forces a node that does not
+    /// lead in its view, or that it has not heard from within an election timeout).
+    fn forced_leader_down(&self, id: NodeId) -> Option<NodeId> {
+        let node = self.node(id)?;
+        let LeaderPolicy::Forced(forced) = node.policy().leader_policy else {
+            return None;
+        };
+        (node.raw.leader() != forced || !self.heard_recently(id, forced)).then_some(forced)
+    }
+
+    /// One pass of the manager's policy push for `wanted` (manager `push_policies`): through the
+    /// leader if there is one (unless it has applied `wanted`, or a push of it is still under
+    /// way); else, if a replica answers `ForcedLeaderDown` for a node `wanted` does not force,
+    /// `OverrideLeaderPolicy` to every running replica.
+    pub(crate) fn operator_pass(&mut self, wanted: &Policy) -> OperatorPass {
+        let outcome = self.push_policy(wanted);
+        self.note(|| format!("operator pass for {wanted}: {outcome:?}"));
+        outcome
+    }
+
+    fn push_policy(&mut self, wanted: &Policy) -> OperatorPass {
+        if let Some(leader) = self.leader() {
+            let node = self.node(leader).expect("the leader runs");
+            if node.applied_policy() == *wanted {
+                return OperatorPass::Applied { leader };
+            }
+            if let Some((at, index)) = self.operator_push
+                && at == leader
+                && node.applied < index
+            {
+                return OperatorPass::Pending { leader, index };
+            }
+            return match self.propose_policy(wanted, true) {
+                Ok((leader, position)) => {
+                    self.operator_push = Some((leader, position.last_index));
+                    OperatorPass::Proposed {
+                        leader,
+                        index: position.last_index,
+                    }
+                }
+                Err(error) => OperatorPass::Refused { leader, error },
+            };
+        }
+        // No leader: the push fails. The manager's client tries the replicas; one that waits for
+        // a forced leader that does not lead ends the call with `ForcedLeaderDown`.
+        let running = self.running_ids();
+        let start = self.rng.range(0, running.len().max(1) as u64) as usize;
+        let Some(forced) = (0..running.len())
+            .find_map(|i| self.forced_leader_down(running[(start + i) % running.len()]))
+        else {
+            return OperatorPass::NoLeader;
+        };
+        if wanted.leader_policy == LeaderPolicy::Forced(forced) {
+            return OperatorPass::ForcedLeaderDown { forced };
+        }
+        let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+        for id in running {
+            match self.override_leader_policy(id, wanted.leader_policy.clone()) {
+                Ok(true) => accepted.push(id),
+                Ok(false) => {}
+                Err(why) => refused.push((id, why)),
+            }
+        }
+        OperatorPass::Overridden {
+            forced,
+            accepted,
+            refused,
+        }
     }
 
     /// Tells the forced-leader checker the leader policies of the running nodes.
@@ -616,6 +822,8 @@ impl Cluster {
             let disk = node.raw.storage().clone();
             self.nodes.insert(id, Slot::Crashed(Box::new(disk)));
             self.roles.remove(&id);
+            // A host remembers whom it heard from in memory only.
+            self.last_heard.retain(|(at, _), _| *at != id);
             self.policies_changed();
             self.note(|| format!("crash {id}"));
         }
@@ -747,6 +955,7 @@ impl Cluster {
         if self.network.is_cut(from, to) || self.running_mut(to).is_none() {
             return;
         }
+        self.last_heard.insert((to, from), self.now);
         let summary = format!("{message}");
         if self.options.trace {
             let line = format!("t={:>6} deliver {summary}", self.now);
@@ -774,6 +983,7 @@ impl Cluster {
     fn client_step(&mut self, client: usize) {
         if self.clients[client].current.is_none() {
             if self.now >= self.heal_at + CLIENT_PHASE_UNITS {
+                self.clients[client].idle = true;
                 return;
             }
             let op = self.new_op(client);
@@ -928,6 +1138,12 @@ impl Cluster {
             outcome,
         });
         self.ops_completed += 1;
+        if let Some(recovery) = self.recovery.as_mut()
+            && op.write.is_some()
+            && op.call >= recovery.started_at
+        {
+            recovery.writes_committed += 1;
+        }
         if op.call >= self.heal_at + SETTLE_UNITS {
             self.clients[client].succeeded_after_settle += 1;
         }
@@ -944,7 +1160,7 @@ impl Cluster {
             return;
         }
         self.give_up(client, &op);
-        if self.healed && op.call >= self.heal_at + SETTLE_UNITS && !self.stalled() {
+        if self.healed && op.call >= self.heal_at + SETTLE_UNITS && !self.stall_excused() {
             self.violation(
                 "liveness",
                 format!(
@@ -981,7 +1197,7 @@ impl Cluster {
     fn inject_fault(&mut self) {
         let all: BTreeSet<NodeId> = self.nodes.keys().copied().collect();
         let kinds = if self.options.policy_changes {
-            116
+            120
         } else {
             100
         };
@@ -1070,7 +1286,8 @@ impl Cluster {
                 }
             }
             100..112 => self.random_policy_proposal(),
-            _ => self.random_staggered_adoption(),
+            112..116 => self.random_staggered_adoption(),
+            _ => self.random_operator_override(),
         }
     }
 
@@ -1119,6 +1336,54 @@ impl Cluster {
                     commit_rule: commit_rule.clone(),
                     leader_policy: leader_policy.clone(),
                     transient: true,
+                },
+            );
+        }
+    }
+
+    /// The manager's push of a new policy reached a replica that answers `ForcedLeaderDown`
+    /// (when one does): it sends the override to every replica (a few requests are lost, and
+    /// each arrives at its own moment), and pushes the policy again a few election timeouts
+    /// later, through whoever leads then. Overrides still in flight at the heal are dropped.
+    fn random_operator_override(&mut self) {
+        let running = self.running_ids();
+        let Some(reached) = self.rng.pick(&running) else {
+            return;
+        };
+        let Some(forced) = self.forced_leader_down(reached) else {
+            return;
+        };
+        let voters: Vec<NodeId> = self.scenario.voters.clone();
+        let wanted = Policy::random(&mut self.rng, &voters, &self.scenario.all_nodes());
+        if wanted.leader_policy == LeaderPolicy::Forced(forced) {
+            return;
+        }
+        self.note(|| {
+            format!(
+                "operator: {reached} answers forced leader {forced} down; lifting it for {wanted}"
+            )
+        });
+        for id in running {
+            if self.rng.chance(0.8) {
+                let delay = self.rng.range(0, 2 * TICK_UNITS);
+                self.schedule(
+                    delay,
+                    Event::OverrideLeaderPolicy {
+                        node: id,
+                        leader: wanted.leader_policy.clone(),
+                        transient: true,
+                    },
+                );
+            }
+        }
+        let election = u64::from(self.scenario.election_timeout_ticks) * TICK_UNITS;
+        let push = self.rng.range(2 * election, 5 * election);
+        if self.now + push < self.heal_at {
+            self.schedule(
+                push,
+                Event::ProposePolicy {
+                    policy: wanted,
+                    early_switch: true,
                 },
             );
         }
@@ -1281,7 +1546,24 @@ impl Cluster {
                 self.give_up(client, &op);
             }
         }
-        let stalled = self.stalled();
+        if self.options.operator && self.recovery.is_none() && self.stalled() {
+            self.begin_recovery();
+            return;
+        }
+        self.finished = true;
+        if self.recovery.is_some() {
+            self.check_recovery();
+        }
+        self.final_checks();
+        let clean = self.violations.is_empty();
+        if let Some(recovery) = self.recovery.as_mut() {
+            recovery.recovered = clean;
+        }
+    }
+
+    /// The convergence checks at the end of the run.
+    fn final_checks(&mut self) {
+        let stalled = self.stall_excused();
         for (client, state) in self.clients.iter().enumerate() {
             if state.succeeded_after_settle == 0 && !stalled {
                 self.violations.push(Violation {
@@ -1408,11 +1690,179 @@ impl Cluster {
         self.note(|| format!("final: leader {leader} ({role}), members {members:?}"));
     }
 
+    /// Whether a leaderless group is excused from liveness: it is stalled by its forced
+    /// policies, and no operator path ran yet (a group still stuck after it is a failure).
+    fn stall_excused(&mut self) -> bool {
+        self.recovery.is_none() && self.stalled()
+    }
+
+    /// Hands the stalled run to the operator: it wants a new leader policy (any, or a preferred
+    /// voter) and maybe commit rule; the manager's passes start now, and so do the liveness
+    /// window, the clients and a new final check. Half the time a node crashes and restarts
+    /// early on, forgetting its override.
+    fn begin_recovery(&mut self) {
+        let voters: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Running(node) => Some((node.applied, &node.conf)),
+                Slot::Crashed(_) => None,
+            })
+            .max_by_key(|(applied, _)| *applied)
+            .map(|(_, conf)| conf.voters.iter().copied().collect())
+            .unwrap_or_default();
+        let leader_policy = match self.rng.pick(&voters) {
+            Some(voter) if self.rng.chance(0.4) => LeaderPolicy::Preferred(BTreeSet::from([voter])),
+            _ => LeaderPolicy::Any,
+        };
+        let commit_rule = if self.rng.chance(0.5) {
+            crate::policy::site_groups(&self.scenario.all_nodes())
+        } else {
+            CommitRule::Majority
+        };
+        let wanted = Policy {
+            commit_rule,
+            leader_policy,
+        };
+        self.note(|| format!("OPERATOR: the group is stalled; the operator sets {wanted}"));
+        self.recovery = Some(Recovery {
+            wanted,
+            started_at: self.now,
+            applied_at: None,
+            override_passes: 0,
+            overrides_accepted: 0,
+            writes_committed: 0,
+            recovered: false,
+        });
+        self.heal_at = self.now;
+        for client in 0..self.clients.len() {
+            let state = &mut self.clients[client];
+            state.succeeded_after_settle = 0;
+            if std::mem::take(&mut state.idle) {
+                let at = self.rng.range(0, 10 * TICK_UNITS);
+                self.schedule(at, Event::Client(client));
+            }
+        }
+        self.schedule(0, Event::OperatorPass);
+        if self.rng.chance(0.5) {
+            let running = self.running_ids();
+            if let Some(node) = self.rng.pick(&running) {
+                let at = self.rng.range(0, 10 * TICK_UNITS);
+                let down_units = self.rng.range(TICK_UNITS, 5 * TICK_UNITS);
+                self.schedule(at, Event::Bounce { node, down_units });
+            }
+        }
+        self.schedule(FINAL_CHECK_UNITS, Event::FinalCheck);
+    }
+
+    /// One pass of the manager on a run handed to the operator; the next one is scheduled until
+    /// every member has applied the wanted policy.
+    fn recovery_pass(&mut self) {
+        let Some(wanted) = self.recovery.as_ref().map(|r| r.wanted.clone()) else {
+            return;
+        };
+        let outcome = self.operator_pass(&wanted);
+        let applied = self.wanted_applied_everywhere(&wanted).is_ok();
+        let now = self.now;
+        let recovery = self.recovery.as_mut().expect("checked above");
+        if let OperatorPass::Overridden { accepted, .. } = &outcome {
+            recovery.override_passes += 1;
+            recovery.overrides_accepted += accepted.len() as u64;
+        }
+        if applied {
+            // Done: the manager's passes have nothing left to push.
+            recovery.applied_at = Some(now);
+        } else {
+            self.schedule(OPERATOR_PASS_UNITS, Event::OperatorPass);
+        }
+    }
+
+    /// Whether every member (of the leader's configuration; of every running node's without
+    /// one) has applied `wanted`, and runs by it; else who has not.
+    fn wanted_applied_everywhere(&self, wanted: &Policy) -> Result<(), String> {
+        let members: BTreeSet<NodeId> = match self.leader().and_then(|id| self.node(id)) {
+            Some(leader) => leader.conf.all_nodes(),
+            None => self.running_ids().into_iter().collect(),
+        };
+        let behind: Vec<String> = members
+            .iter()
+            .filter_map(|id| match self.node(*id) {
+                Some(node) if node.applied_policy() == *wanted && node.policy() == wanted => None,
+                Some(node) => Some(format!(
+                    "{id} applied {} runs {}",
+                    node.applied_policy(),
+                    node.policy()
+                )),
+                None => Some(format!("{id} down")),
+            })
+            .collect();
+        if behind.is_empty() {
+            Ok(())
+        } else {
+            Err(behind.join("; "))
+        }
+    }
+
+    /// The operator path's own liveness checks: a leader soon after the first pass, the wanted
+    /// policy applied by every member, and client writes committed.
+    fn check_recovery(&mut self) {
+        let recovery = self
+            .recovery
+            .as_ref()
+            .expect("a run handed to the operator");
+        let (started, wanted, writes) = (
+            recovery.started_at,
+            recovery.wanted.clone(),
+            recovery.writes_committed,
+        );
+        let first = self
+            .leader_changes
+            .iter()
+            .find(|change| change.at >= started)
+            .copied();
+        match first {
+            Some(change) if change.at - started <= RECOVERY_LEADER_UNITS_MAX => {}
+            _ => self.violation(
+                "liveness",
+                format!(
+                    "still stuck after the operator path: no leader within {} ticks of the \
+                     first pass (first leader after it: {first:?})",
+                    RECOVERY_LEADER_UNITS_MAX / TICK_UNITS
+                ),
+            ),
+        }
+        if let Err(behind) = self.wanted_applied_everywhere(&wanted) {
+            self.violation(
+                "liveness",
+                format!("the operator's policy {wanted} is not applied everywhere: {behind}"),
+            );
+        }
+        if writes == 0 {
+            self.violation(
+                "liveness",
+                "no client write committed after the operator path".to_owned(),
+            );
+        }
+    }
+
     /// Whether the group has no leader and its policies leave no voter that can be elected (see
     /// [`crate::stall`]); the first time, records why.
     fn stalled(&mut self) -> bool {
-        if self.leader().is_some() {
+        let Some(stall) = self.policy_stall_now() else {
             return false;
+        };
+        if self.policy_stall.is_none() {
+            self.note(|| format!("POLICY STALL: {stall}"));
+            self.policy_stall = Some(stall);
+        }
+        true
+    }
+
+    /// Whether, right now, the group has no leader and its policies leave no voter that can be
+    /// elected (see [`crate::stall`]): a description of the stall.
+    pub(crate) fn policy_stall_now(&self) -> Option<String> {
+        if self.leader().is_some() {
+            return None;
         }
         let views: BTreeMap<NodeId, ElectionView> = self
             .nodes
@@ -1431,14 +1881,7 @@ impl Cluster {
                 Slot::Crashed(_) => None,
             })
             .collect();
-        let Some(stall) = policy_stall(&views) else {
-            return false;
-        };
-        if self.policy_stall.is_none() {
-            self.note(|| format!("POLICY STALL: {stall}"));
-            self.policy_stall = Some(stall);
-        }
-        true
+        policy_stall(&views)
     }
 
     /// The checks over whole logs and the whole client history: log matching, linearizability.

@@ -21,7 +21,11 @@
 //! - *set policy*: some nodes adopt a rule and/or a policy directly, each at its own moment —
 //!   usually the one proposed last, before the log gets it to them — so replicas disagree longer
 //!   and more arbitrarily than the log alone makes them. Such changes are faults: they are
-//!   dropped at the heal, when every node goes back to the policy its log says.
+//!   dropped at the heal, when every node goes back to the policy its log says;
+//! - *operator override*: a replica answers the manager's push `ForcedLeaderDown`, and the
+//!   manager lifts the forced leader on the replicas ([`operator`]), then pushes its policy
+//!   through the log a few election timeouts later. Overrides are in memory: a restart, the next
+//!   applied policy, or the heal drops them.
 //!
 //! [`RunOptions::policy_changes`] (CLI `--no-policy-changes`) turns both off.
 //!
@@ -35,9 +39,11 @@
 //! linearizability ([`linearizability`]); plus liveness after the faults heal: a leader, whom
 //! every client reaches; the leader among the preferred nodes when the policy prefers a voter;
 //! in the last 60 ticks, no leader change but a late election and moves into the preferred set
-//! (no flapping). Liveness is not expected of a group left
-//! with no voter its forced policies let be elected ([`stall`]): such runs are reported, not
-//! failed.
+//! (no flapping). A group left with no voter its forced policies let be elected ([`stall`])
+//! cannot be live on its own: such a run is handed to the operator path ([`operator`]), which
+//! must get it out — a leader soon after its first pass, its new policy applied by every member,
+//! client writes committed, and every check above run again (`--no-operator`: such runs are
+//! only reported).
 //!
 //! # Scripted runs
 //!
@@ -51,6 +57,7 @@ pub mod kv;
 pub mod linearizability;
 pub mod network;
 pub mod node;
+pub mod operator;
 pub mod policy;
 pub mod rng;
 pub mod scenario;
@@ -58,5 +65,6 @@ pub mod script;
 pub mod stall;
 
 pub use cluster::{LeaderChange, Report, RunOptions, run};
+pub use operator::{OperatorPass, OperatorRecovery};
 pub use policy::Policy;
 pub use script::ScriptedRun;

@@ -10,12 +10,16 @@
 //! a policy when it applies a policy entry, installs a snapshot or starts from one; as leader it
 //! counts by the commit rule of a policy it proposes at once; and it goes back to the rule it has
 //! applied when it stops leading.
+//!
+//! An operator can also lift a forced leader on a replica ([`SimNode::override_leader_policy`]),
+//! as shard-node's `override_leader` does: in memory only, until the next policy the replica
+//! applies (or restarts with).
 
 use std::collections::BTreeMap;
 
 use raft_core::{
     CommitRule, ConfState, Config, Entry, EntryPayload, Error, LeaderPolicy, LogIndex, MemStorage,
-    Message, ProposalPosition, RawNode, Role, Storage, Term,
+    Message, NodeId, ProposalPosition, RawNode, Role, Storage, Term,
 };
 
 use crate::kv::{Command, Kv, Proposal, WriteResult};
@@ -71,6 +75,18 @@ impl Answer {
             | Self::ReadFailed { op_id } => *op_id,
         }
     }
+}
+
+/// Why a replica refused an operator's leader policy override (shard-node's `override_leader`
+/// answers these with an error; the manager retries on its next pass).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverrideRefused {
+    /// The replica does not run: the request is lost.
+    NotRunning,
+    /// Its policy forces no leader: a policy change goes through the log.
+    NotForced,
+    /// The forced node leads, and the replica heard from it within an election timeout.
+    ForcedLeads(NodeId),
 }
 
 /// Which setting a [`DriverBug`] withholds from the core.
@@ -136,8 +152,9 @@ pub struct SimNode {
     /// Proposals made here, by log index: `(term, op_id)`.
     proposals: BTreeMap<LogIndex, (Term, u64)>,
     reads: BTreeMap<u64, PendingRead>,
-    /// The policy this node's core was handed as applied: from the last policy entry applied, an
-    /// installed snapshot, the state machine at start, or a direct [`Self::set_policy`].
+    /// The policy this node's core was handed: from the last policy entry applied, an installed
+    /// snapshot, the state machine at start, a direct [`Self::set_policy`], or with its leader
+    /// policy from an operator's [`Self::override_leader_policy`].
     policy: Policy,
     /// The commit rule the core counts by: `policy.commit_rule`, or, while this node leads, the
     /// rule of a policy it proposed (the early switch).
@@ -238,14 +255,45 @@ impl SimNode {
         self.adopt(policy);
     }
 
-    /// Drops whatever [`Self::set_policy`] set: back to the policy the state machine holds.
+    /// Lifts a forced leader on this replica, as shard-node's `override_leader` does when the
+    /// manager sends `OverrideLeaderPolicy`: the core follows `leader` at once, in memory only;
+    /// the commit rule stays. The next policy this node applies (an entry, or one a snapshot
+    /// carries) replaces it, and a restart forgets it (the node starts with its applied policy).
+    ///
+    /// Refused when this node's policy forces no leader, or when the forced node leads in this
+    /// node's view and `heard_recently(forced)` (this node heard from it within an election
+    /// timeout; always true of itself). Returns whether the policy changed (not when it already
+    /// is `leader`, which is accepted before anything else is looked at).
+    pub fn override_leader_policy(
+        &mut self,
+        leader: LeaderPolicy,
+        heard_recently: impl FnOnce(NodeId) -> bool,
+    ) -> Result<bool, OverrideRefused> {
+        if self.policy.leader_policy == leader {
+            return Ok(false);
+        }
+        let LeaderPolicy::Forced(forced) = self.policy.leader_policy else {
+            return Err(OverrideRefused::NotForced);
+        };
+        if self.raw.leader() == forced && heard_recently(forced) {
+            return Err(OverrideRefused::ForcedLeads(forced));
+        }
+        if !self.has_bug(BugKind::LeaderPolicy) {
+            self.raw.set_leader_policy(leader.clone());
+        }
+        self.policy.leader_policy = leader;
+        Ok(true)
+    }
+
+    /// Drops whatever [`Self::set_policy`] or [`Self::override_leader_policy`] set: back to the
+    /// policy the state machine holds.
     pub fn resync_policy(&mut self) -> bool {
-        let policy = self.logged_policy();
+        let policy = self.applied_policy();
         self.adopt(policy)
     }
 
-    /// The policy as of the applied index, according to the log.
-    fn logged_policy(&self) -> Policy {
+    /// The policy as of the applied index, according to the log (what the node starts with).
+    pub fn applied_policy(&self) -> Policy {
         self.kv
             .policy()
             .cloned()
@@ -421,7 +469,7 @@ impl SimNode {
             // Proposals the snapshot covers have unknown fate here; their clients time out.
             self.proposals = self.proposals.split_off(&meta.index.next());
             // The snapshot carries the group's policy.
-            let policy = self.logged_policy();
+            let policy = self.applied_policy();
             if self.adopt(policy.clone()) {
                 out.policies_adopted.push(policy);
             }

@@ -16,6 +16,8 @@ use raft_core::{
 use crate::cluster::{Cluster, Event, LeaderChange};
 use crate::invariants::Violation;
 use crate::network::NetworkOptions;
+use crate::node::OverrideRefused;
+use crate::operator::OperatorPass;
 use crate::policy::Policy;
 use crate::scenario::Scenario;
 
@@ -241,6 +243,30 @@ impl ScriptedRun {
                 early_switch,
             },
         );
+    }
+
+    /// The operator lifts the forced leader on node `id`: the manager's `OverrideLeaderPolicy`
+    /// reaches it now (see [`crate::node::SimNode::override_leader_policy`]). In memory only: the
+    /// next policy `id` applies, or a restart, undoes it. Returns whether its policy changed.
+    pub fn override_leader_policy(
+        &mut self,
+        id: NodeId,
+        leader: LeaderPolicy,
+    ) -> Result<bool, OverrideRefused> {
+        self.cluster.override_leader_policy(id, leader)
+    }
+
+    /// Whether the group is in a policy stall now: no leader, and no voter its policies let be
+    /// elected (see [`crate::stall`]). A description of it.
+    pub fn policy_stall(&self) -> Option<String> {
+        self.cluster.policy_stall_now()
+    }
+
+    /// One pass of the manager's push of `wanted` (see [`crate::operator`]): proposed through
+    /// the leader if there is one; with no leader and a replica answering `ForcedLeaderDown`,
+    /// the override to every running replica.
+    pub fn operator_pass(&mut self, wanted: &Policy) -> OperatorPass {
+        self.cluster.operator_pass(wanted)
     }
 
     /// Proposes a write of `key` at node `at` (scripted keys are separate from the clients').

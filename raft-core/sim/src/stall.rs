@@ -9,7 +9,9 @@
 //! this while that leader lives; once it is gone, only an operator can.
 //!
 //! The run's liveness checks therefore ask [`policy_stall`] first: a leaderless group counts as a
-//! liveness violation unless it is stalled in this precise sense, which is reported separately.
+//! liveness violation unless it is stalled in this precise sense, which is reported separately;
+//! a run that ends so is then handed to the operator ([`crate::operator`]), after which a group
+//! still leaderless is a violation.
 
 use std::collections::BTreeMap;
 

@@ -40,6 +40,10 @@ struct Args {
     /// no direct policy changes.
     #[arg(long)]
     no_policy_changes: bool,
+    /// Leave a run that ends in a policy stall as it is (reported) instead of handing it to the
+    /// operator path (the manager lifting the forced leader, then pushing a new policy).
+    #[arg(long)]
+    no_operator: bool,
     /// Enable a deliberately injected core bug: commit-without-quorum, vote-for-stale-log,
     /// lease-read-skips-check, forced-leader-ignored; or driver bug: commit-rule-not-handed-to-core,
     /// leader-policy-not-handed-to-core (needs `--features inject-bugs`).
@@ -75,6 +79,7 @@ fn options(args: &Args) -> Result<RunOptions, String> {
         fault_ticks: args.fault_ticks,
         trace: args.trace || args.story,
         policy_changes: !args.no_policy_changes,
+        operator: !args.no_operator,
         ..RunOptions::default()
     };
     match args.bug.as_deref() {
@@ -123,10 +128,11 @@ fn replay_command(args: &Args, seed: u64) -> String {
     } else {
         format!(" --fault-ticks {}", args.fault_ticks)
     };
-    let policies = if args.no_policy_changes {
-        " --no-policy-changes"
-    } else {
-        ""
+    let policies = match (args.no_policy_changes, args.no_operator) {
+        (true, true) => " --no-policy-changes --no-operator",
+        (true, false) => " --no-policy-changes",
+        (false, true) => " --no-operator",
+        (false, false) => "",
     };
     format!(
         "cargo run --release{features} --bin raft-sim -- --seeds {seed}{ticks}{policies}{bug} \
@@ -151,7 +157,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let next = AtomicU64::new(args.seeds.start);
     let failures: Mutex<Vec<Report>> = Mutex::new(Vec::new());
-    let totals = Mutex::new((0u64, 0u64, 0u64, 0u64, 0u64, 0u64));
+    let totals = Mutex::new((0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64));
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
@@ -173,6 +179,10 @@ fn main() -> ExitCode {
                         t.3 += report.ops_unknown;
                         t.4 += u64::from(report.linearizability_undecided);
                         t.5 += u64::from(report.policy_stall.is_some());
+                        if let Some(recovery) = &report.operator {
+                            t.6 += u64::from(recovery.recovered);
+                            t.7 = t.7.max(recovery.leader_after_ticks.unwrap_or(0));
+                        }
                     }
                     if args.trace || args.story {
                         println!("seed {seed}: {}", report.scenario);
@@ -194,6 +204,9 @@ fn main() -> ExitCode {
                         if let Some(stall) = &report.policy_stall {
                             println!("seed {seed}: stalled by forced policies: {stall}");
                         }
+                        if let Some(recovery) = &report.operator {
+                            println!("seed {seed}: operator path: {recovery:?}");
+                        }
                     }
                     if !report.violations.is_empty() {
                         for v in &report.violations {
@@ -214,13 +227,14 @@ fn main() -> ExitCode {
         }
     });
     let failures = failures.into_inner().expect("threads joined");
-    let (seeds, events, ops, unknown, undecided, stalls) =
+    let (seeds, events, ops, unknown, undecided, stalls, recovered, leader_ticks_max) =
         totals.into_inner().expect("threads joined");
     let violations: usize = failures.iter().map(|r| r.violations.len()).sum();
     println!(
         "raft-sim: {seeds} seeds, {violations} violations ({} failing seeds), {events} events, \
          {ops} client ops completed, {unknown} unknown, {undecided} histories undecided, \
-         {stalls} stalled by forced policies, {:.1}s",
+         {stalls} stalled by forced policies ({recovered} recovered by the operator path, a \
+         leader at most {leader_ticks_max} ticks after its first pass), {:.1}s",
         failures.len(),
         started.elapsed().as_secs_f64()
     );

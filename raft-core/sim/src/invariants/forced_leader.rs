@@ -7,6 +7,11 @@
 //!   term whose campaign started after that (every vote of such a term was cast under the forced
 //!   policy). The condition must hold without a break from then on: a node that starts with
 //!   another policy, or adopts one, could legitimately have voted otherwise.
+//!
+//! An operator's override ([`crate::operator`]) is such a change of policy, on the node that
+//! takes it, from the moment it does: the operator ended the `Forced(n)` guarantee there. A
+//! leader other than n elected before the override is still a violation; one elected after it
+//! is legitimate (and a node overridden to `Forced(m)` is held to m from then on).
 
 use std::collections::BTreeMap;
 
@@ -69,5 +74,49 @@ impl ForcedLeader {
             )),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANY: LeaderPolicy = LeaderPolicy::Any;
+
+    fn forced(id: u64) -> LeaderPolicy {
+        LeaderPolicy::Forced(NodeId(id))
+    }
+
+    #[test]
+    fn another_leader_before_the_override_is_a_violation() {
+        let mut checker = ForcedLeader::default();
+        checker.on_policies(10, [&forced(1), &forced(1), &forced(1)]);
+        checker.on_campaign(NodeId(2), Term(3), 20);
+        assert!(checker.on_leader(NodeId(2), Term(3), &forced(1)).is_some());
+        // Even if the leader's own policy were changed, the votes were cast under forced(1).
+        assert!(checker.on_leader(NodeId(2), Term(3), &ANY).is_some());
+    }
+
+    #[test]
+    fn another_leader_after_the_override_is_legitimate() {
+        let mut checker = ForcedLeader::default();
+        checker.on_policies(10, [&forced(1), &forced(1), &forced(1)]);
+        // The operator lifts forced(1) on nodes 2 and 3 (node 1, down or refusing, keeps it).
+        checker.on_policies(30, [&forced(1), &ANY, &ANY]);
+        checker.on_campaign(NodeId(2), Term(4), 40);
+        assert_eq!(checker.on_leader(NodeId(2), Term(4), &ANY), None);
+    }
+
+    #[test]
+    fn an_override_to_another_forced_node_holds_the_group_to_it() {
+        let mut checker = ForcedLeader::default();
+        checker.on_policies(10, [&forced(1), &forced(1), &forced(1)]);
+        checker.on_policies(30, [&forced(3), &forced(3), &forced(3)]);
+        checker.on_campaign(NodeId(2), Term(4), 40);
+        assert!(checker.on_leader(NodeId(2), Term(4), &forced(3)).is_some());
+        checker.on_campaign(NodeId(3), Term(5), 50);
+        assert_eq!(checker.on_leader(NodeId(3), Term(5), &forced(3)), None);
+        // A node still forcing 1 never leads itself, override or not.
+        assert!(checker.on_leader(NodeId(2), Term(6), &forced(1)).is_some());
     }
 }
