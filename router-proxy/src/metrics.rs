@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use cairn_wire::api::ApiError;
+use cairn_wire::frame::FrameError;
 use cairn_wire::metric_spec::{MetricKind, MetricSpec};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -123,6 +124,9 @@ pub const SPECS: &[MetricSpec] = &[
     ),
 ];
 
+/// Why client connections are refused.
+const REFUSE_REASONS: &[&str] = &["connection_limit", "handshake", "no_role"];
+
 /// Why the router asked the manager about a namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LookupReason {
@@ -183,6 +187,12 @@ pub fn install(listen: SocketAddr) -> Result<(), String> {
     counter!("cairn_router_manifest_cache_hits_total").increment(0);
     counter!("cairn_router_manifest_cache_misses_total").increment(0);
     counter!("cairn_router_local_read_fallbacks_total").increment(0);
+    for reason in REFUSE_REASONS {
+        counter!("cairn_router_connections_refused_total", "reason" => *reason).increment(0);
+    }
+    for reason in FrameError::REASONS {
+        counter!("cairn_router_frames_rejected_total", "reason" => *reason).increment(0);
+    }
     for locality in ["local", "remote"] {
         counter!("cairn_router_shard_reads_total", "locality" => locality).increment(0);
     }
@@ -277,10 +287,18 @@ pub(crate) fn connections_open(delta: f64) {
 
 /// A connection was refused (over the limit, failed handshake, no role).
 pub(crate) fn connection_refused(reason: &'static str) {
+    debug_assert!(
+        REFUSE_REASONS.contains(&reason),
+        "undeclared reason {reason}"
+    );
     counter!("cairn_router_connections_refused_total", "reason" => reason).increment(1);
 }
 
 /// A frame broke a protocol rule and its connection was closed.
 pub(crate) fn frame_rejected(reason: &'static str) {
+    debug_assert!(
+        FrameError::REASONS.contains(&reason),
+        "undeclared reason {reason}"
+    );
     counter!("cairn_router_frames_rejected_total", "reason" => reason).increment(1);
 }

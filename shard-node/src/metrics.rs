@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cairn_wire::api::{ApiError, ShardId};
+use cairn_wire::frame::FrameError;
 use cairn_wire::metric_spec::{MetricKind, MetricSpec};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -233,6 +234,18 @@ pub fn install(listen: SocketAddr) -> Result<(), String> {
     counter!("cairn_raft_group_ticks_total").increment(0);
     counter!("cairn_transport_sent_bytes_total").increment(0);
     counter!("cairn_transport_received_bytes_total").increment(0);
+    for reason in DROP_REASONS {
+        counter!("cairn_transport_messages_dropped_total", "reason" => *reason).increment(0);
+    }
+    for reason in REFUSE_REASONS {
+        counter!("cairn_transport_connections_refused_total", "reason" => *reason).increment(0);
+    }
+    for reason in FrameError::REASONS {
+        counter!("cairn_transport_frames_rejected_total", "reason" => *reason).increment(0);
+    }
+    for outcome in ["ok", "failed"] {
+        counter!("cairn_heartbeats_total", "outcome" => outcome).increment(0);
+    }
     Ok(())
 }
 
@@ -283,8 +296,27 @@ pub fn snapshot_transfer(shard: ShardId, direction: &'static str, ok: bool, elap
         .record(elapsed.as_secs_f64());
 }
 
+/// Why messages to or from peers are dropped.
+const DROP_REASONS: &[&str] = &[
+    "misaddressed",
+    "inline_snapshot",
+    "host_queue_full",
+    "unknown_peer",
+    "queue_full",
+    "peer_unreachable",
+];
+/// Why connections are refused.
+const REFUSE_REASONS: &[&str] = &[
+    "connection_limit",
+    "handshake",
+    "no_role",
+    "peer_stream_from_client",
+    "peer_identity",
+];
+
 /// A message to a peer was dropped.
 pub fn peer_message_dropped(reason: &'static str) {
+    debug_assert!(DROP_REASONS.contains(&reason), "undeclared reason {reason}");
     counter!("cairn_transport_messages_dropped_total", "reason" => reason).increment(1);
 }
 
@@ -300,11 +332,19 @@ pub fn transport_bytes_received(bytes: usize) {
 
 /// A frame broke a protocol rule and its connection was closed.
 pub fn frame_rejected(reason: &'static str) {
+    debug_assert!(
+        FrameError::REASONS.contains(&reason),
+        "undeclared reason {reason}"
+    );
     counter!("cairn_transport_frames_rejected_total", "reason" => reason).increment(1);
 }
 
 /// A connection attempt failed the TLS handshake (no certificate, wrong CA, …) or was refused.
 pub fn connection_refused(reason: &'static str) {
+    debug_assert!(
+        REFUSE_REASONS.contains(&reason),
+        "undeclared reason {reason}"
+    );
     counter!("cairn_transport_connections_refused_total", "reason" => reason).increment(1);
 }
 

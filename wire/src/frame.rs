@@ -77,6 +77,16 @@ pub enum FrameError {
 impl FrameError {
     /// A stable snake_case label for metrics and logs: `oversized`, `version`, `truncated`,
     /// `decode`, `encode` or `io`.
+    /// Every value [`FrameError::reason`] returns (metrics register them at 0).
+    pub const REASONS: &'static [&'static str] = &[
+        "oversized",
+        "version",
+        "truncated",
+        "decode",
+        "encode",
+        "io",
+    ];
+
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Oversized { .. } => "oversized",
