@@ -438,3 +438,52 @@ async fn an_idle_group_stops_ticking_and_wakes_for_writes_and_failures() {
         .unwrap();
     assert_eq!(read.value, b"v2");
 }
+
+/// A quiesced leader whose followers fall silent wakes and steps down (check-quorum) instead of
+/// calling itself leader, in its status and its metrics, for as long as it is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiesced_leader_cut_off_from_its_majority_steps_down() {
+    let _serial = serial().await;
+    let (mut cluster, client, leader) = Cluster::running(3).await;
+    client
+        .namespace(SHARD, ns("idle"))
+        .set("k", "v")
+        .await
+        .unwrap();
+    for node in cluster.nodes.values() {
+        eventually(Duration::from_secs(10), "the group to quiesce", || async {
+            let status = client.status(node.addr).await.ok()?;
+            status[0].quiesced.then_some(())
+        })
+        .await;
+    }
+    let followers: Vec<u64> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &followers {
+        cluster.pause(*id);
+    }
+    let addr = cluster.addr(leader);
+    let metrics = cluster.nodes[&leader].metrics;
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "the cut-off leader to step down",
+        || async {
+            let status = client.status(addr).await.ok()?;
+            let is_leader = support::scrape(metrics)
+                .lines()
+                .find(|l| l.starts_with(&format!("cairn_raft_is_leader{{shard=\"{}\"}}", SHARD.0)))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+            (status[0].role != raft_core::Role::Leader && is_leader == Some(0.0)).then_some(())
+        },
+    )
+    .await;
+    eprintln!("stepped down {:?} after the cut", started.elapsed());
+    for id in &followers {
+        cluster.resume(*id);
+    }
+}

@@ -791,8 +791,21 @@ impl Host {
     /// A quiesced group costs no CPU per tick; any message, write or read wakes it.
     fn maybe_quiesce(&mut self) {
         let mut notices: BTreeMap<NodeId, Vec<QuiescedShard>> = BTreeMap::new();
+        // A leader cut off from its majority keeps ticking, so that it steps down.
+        let cut_off: BTreeSet<ShardId> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| {
+                r.quiesced_since.is_none()
+                    && r.idle_ticks >= self.timing.quiesce_after_ticks
+                    && r.raw.role() == Role::Leader
+            })
+            .map(|(shard, _)| *shard)
+            .filter(|shard| !self.quorum_reachable(*shard))
+            .collect();
         for (shard, replica) in &mut self.replicas {
             if replica.quiesced_since.is_some()
+                || cut_off.contains(shard)
                 || replica.idle_ticks < self.timing.quiesce_after_ticks
                 || replica.raw.role() != Role::Leader
                 || !replica.writes.is_empty()
@@ -870,6 +883,23 @@ impl Host {
             info!(
                 shard = shard.0,
                 "leader host silent: waking the quiesced group"
+            );
+            self.wake(shard);
+        }
+        // A quiesced leader cut off from its majority: ticking again, it steps down after an
+        // election timeout (check-quorum) instead of calling itself leader for as long as the
+        // cut lasts.
+        let stranded: Vec<ShardId> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.quiesced_since.is_some() && r.raw.role() == Role::Leader)
+            .map(|(shard, _)| *shard)
+            .filter(|shard| !self.quorum_reachable(*shard))
+            .collect();
+        for shard in stranded {
+            info!(
+                shard = shard.0,
+                "majority silent: waking the quiesced group this node leads"
             );
             self.wake(shard);
         }
