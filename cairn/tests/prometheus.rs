@@ -464,6 +464,38 @@ fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Result<T
 
 const NAMESPACES: usize = 10;
 
+/// The disk alerts the file system holding `dir` justifies (`df`'s available / size, which is
+/// what `cairn_storage_disk_available_bytes / cairn_storage_disk_total_bytes` measures).
+fn disk_alerts_due(dir: &std::path::Path) -> Vec<&'static str> {
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail,size"])
+        .arg(dir)
+        .output()
+        .expect("df runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let numbers: Vec<f64> = text
+        .lines()
+        .nth(1)
+        .expect("df prints a row")
+        .split_whitespace()
+        .map(|n| n.parse().expect("df prints numbers"))
+        .collect();
+    let ratio = numbers[0] / numbers[1];
+    // Margins around the rules' thresholds (0.10 and 0.05): a disk right at one is ambiguous.
+    assert!(
+        (ratio - 0.10).abs() > 0.002 && (ratio - 0.05).abs() > 0.002,
+        "this machine's disk is at {ratio:.4} available, right at an alert threshold"
+    );
+    let mut due = Vec::new();
+    if ratio < 0.10 {
+        due.push("CairnDiskNearlyFull");
+    }
+    if ratio < 0.05 {
+        due.push("CairnDiskFull");
+    }
+    due
+}
+
 /// Prometheus scrapes every process of a running platform (three managers, four hosts, a
 /// router): it counts exactly one leader for the catalog and for each namespace shard, loads
 /// the alert rules, evaluates each without error and raises none on the healthy platform, and
@@ -653,6 +685,35 @@ async fn a_real_prometheus_scrapes_every_process_and_sees_one_leader_per_shard()
             })
             .collect::<Vec<String>>()
     };
+    // The hosts' disk is this machine's: when it really is nearly full, the disk alerts are
+    // right to be pending (and must be); nothing else may be.
+    let disk_alerts = disk_alerts_due(platform.dir.path());
+    let unexpected = |alerts: Vec<String>| -> Vec<String> {
+        alerts
+            .into_iter()
+            .filter(|a| {
+                !disk_alerts
+                    .iter()
+                    .any(|name| a.starts_with(&format!("{name} ")))
+            })
+            .collect()
+    };
+    if !disk_alerts.is_empty() {
+        println!("this machine's disk is nearly full: expecting {disk_alerts:?}");
+        wait_for(Duration::from_secs(30), "the disk alerts", || {
+            let alerts = active();
+            let missing: Vec<&&str> = disk_alerts
+                .iter()
+                .filter(|name| !alerts.iter().any(|a| a.starts_with(&format!("{name} "))))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("missing {missing:?} in {alerts:#?}"))
+            }
+        });
+    }
+    let active = || unexpected(active());
     wait_for(Duration::from_secs(30), "no alert active", || {
         let alerts = active();
         if alerts.is_empty() {
