@@ -466,7 +466,7 @@ const NAMESPACES: usize = 10;
 
 /// The disk alerts the file system holding `dir` justifies (`df`'s available / size, which is
 /// what `cairn_storage_disk_available_bytes / cairn_storage_disk_total_bytes` measures).
-fn disk_alerts_due(dir: &std::path::Path) -> Vec<&'static str> {
+fn disk_alerts_due(dir: &Path) -> Vec<&'static str> {
     let out = Command::new("df")
         .args(["-B1", "--output=avail,size"])
         .arg(dir)
