@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cairn_wire::catalog::{HostState, ManagerRequest, ManagerResponse, ShardInfo};
 use serde_json::Value;
 use support::platform::{Platform, Shape};
-use support::{CAIRN, cairn, eventually, ns, serial};
+use support::{CAIRN, eventually, ns, serial};
 
 /// The exit code of a degraded cluster.
 const DEGRADED: i32 = 6;
@@ -272,11 +272,7 @@ fn status_exits_4_when_no_manager_answers() {
         .tempdir()
         .unwrap();
     let certs = dir.path().join("certs");
-    let certs_s = certs.to_str().unwrap();
-    cairn(&["certs", "init", "--dir", certs_s, "--cluster", "test"]);
-    cairn(&[
-        "certs", "issue", "--dir", certs_s, "--name", "client", "--role", "client",
-    ]);
+    support::cluster_certs(&certs);
     // A port nobody listens on (bound and released).
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()

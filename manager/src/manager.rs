@@ -930,16 +930,21 @@ impl Manager {
     /// leader adds it as a learner, then (once it caught up) promotes it and removes the old
     /// one in one joint change; only then does the catalog swap them.
     async fn advance_replacement(&self, shard: ShardId) -> Result<(), ApiError> {
-        let Some((replacement, all, voters)) = self
+        let Some((replacement, all, voters, new_down)) = self
             .read(|c| {
                 let record = c.shards.get(&shard)?;
                 let replacement = record.replacing?;
                 let mut with_new = record.clone();
                 with_new.replicas.push(replacement.new);
+                let new_down = c
+                    .hosts
+                    .get(&replacement.new)
+                    .is_none_or(|h| h.state == HostState::Down);
                 Some((
                     replacement,
                     c.replica_addrs(&with_new),
                     c.replica_addrs(record),
+                    new_down,
                 ))
             })
             .await?
@@ -984,13 +989,6 @@ impl Manager {
                 }
             }
         };
-        let new_down = self
-            .read(|c| {
-                c.hosts
-                    .get(&replacement.new)
-                    .is_none_or(|h| h.state == HostState::Down)
-            })
-            .await?;
         if new_down {
             return self.abandon_replacement(shard, replacement, change).await;
         }

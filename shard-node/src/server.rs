@@ -357,31 +357,17 @@ impl Service {
             }
             Request::WhoLeader { shard } => {
                 let leader = self
-                    .ask(
-                        |reply| Event::WhoLeader { shard, reply },
-                        self.commit_timeout,
-                        ApiError::Busy("host loop did not answer".into()),
-                    )
+                    .ask_host(|reply| Event::WhoLeader { shard, reply })
                     .await??;
                 Ok(Response::Leader(leader))
             }
             Request::Status => {
-                let status = self
-                    .ask(
-                        |reply| Event::Status { reply },
-                        self.commit_timeout,
-                        ApiError::Busy("host loop did not answer".into()),
-                    )
-                    .await?;
+                let status = self.ask_host(|reply| Event::Status { reply }).await?;
                 Ok(Response::Status(status))
             }
             Request::CompactLog { shard } => {
                 let compacted_to = self
-                    .ask(
-                        |reply| Event::Compact { shard, reply },
-                        self.commit_timeout,
-                        ApiError::Busy("host loop did not answer".into()),
-                    )
+                    .ask_host(|reply| Event::Compact { shard, reply })
                     .await??;
                 Ok(Response::Compacted { compacted_to })
             }
@@ -399,15 +385,11 @@ impl Service {
                 self.create_replica(shard, replicas, true).await
             }
             Request::UpdateReplicas { shard, replicas } => {
-                self.ask(
-                    |reply| Event::UpdateReplicas {
-                        shard,
-                        replicas,
-                        reply,
-                    },
-                    self.commit_timeout,
-                    ApiError::Busy("host loop did not answer".into()),
-                )
+                self.ask_host(|reply| Event::UpdateReplicas {
+                    shard,
+                    replicas,
+                    reply,
+                })
                 .await??;
                 Ok(Response::Done)
             }
@@ -424,34 +406,22 @@ impl Service {
                 )
                 .await??;
                 let members = self
-                    .ask(
-                        |reply| Event::Members { shard, reply },
-                        self.commit_timeout,
-                        ApiError::Busy("host loop did not answer".into()),
-                    )
+                    .ask_host(|reply| Event::Members { shard, reply })
                     .await??;
                 Ok(Response::Members(members))
             }
             Request::OverrideLeaderPolicy { shard, leader } => {
-                self.ask(
-                    |reply| Event::OverrideLeader {
-                        shard,
-                        leader,
-                        reply,
-                    },
-                    self.commit_timeout,
-                    ApiError::Busy("host loop did not answer".into()),
-                )
+                self.ask_host(|reply| Event::OverrideLeader {
+                    shard,
+                    leader,
+                    reply,
+                })
                 .await??;
                 Ok(Response::Done)
             }
             Request::DropReplica { shard } => {
-                self.ask(
-                    |reply| Event::DropReplica { shard, reply },
-                    self.commit_timeout,
-                    ApiError::Busy("host loop did not answer".into()),
-                )
-                .await??;
+                self.ask_host(|reply| Event::DropReplica { shard, reply })
+                    .await??;
                 Ok(Response::Done)
             }
             Request::SetGroupPolicy { shard, policy } => {
@@ -524,18 +494,27 @@ impl Service {
         replicas: Vec<ReplicaAddr>,
         join: bool,
     ) -> Result<Response, ApiError> {
+        self.ask_host(|reply| Event::CreateReplica {
+            shard,
+            replicas,
+            join,
+            reply,
+        })
+        .await??;
+        Ok(Response::Done)
+    }
+
+    /// [`Self::ask`] for what the host loop answers at once (nothing waits for a commit).
+    async fn ask_host<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Event,
+    ) -> Result<T, ApiError> {
         self.ask(
-            |reply| Event::CreateReplica {
-                shard,
-                replicas,
-                join,
-                reply,
-            },
+            make,
             self.commit_timeout,
             ApiError::Busy("host loop did not answer".into()),
         )
-        .await??;
-        Ok(Response::Done)
+        .await
     }
 
     async fn ask<T>(

@@ -88,10 +88,7 @@ impl Cluster {
             .unwrap();
         let certs = dir.path().join("certs");
         let certs_s = certs.to_str().unwrap();
-        cairn(&["certs", "init", "--dir", certs_s, "--cluster", "test"]);
-        cairn(&[
-            "certs", "issue", "--dir", certs_s, "--name", "client", "--role", "client",
-        ]);
+        cluster_certs(&certs);
         let ids: Vec<u64> = (1..=n).collect();
         let peers: BTreeMap<u64, SocketAddr> = ids
             .iter()
@@ -302,6 +299,15 @@ impl Drop for Cluster {
 }
 
 /// Polls `check` until it returns Some or the deadline passes.
+/// A cluster CA named `test` and a client certificate (`client`) in `certs`.
+pub fn cluster_certs(certs: &Path) {
+    let certs = certs.to_str().unwrap();
+    cairn(&["certs", "init", "--dir", certs, "--cluster", "test"]);
+    cairn(&[
+        "certs", "issue", "--dir", certs, "--name", "client", "--role", "client",
+    ]);
+}
+
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,

@@ -135,10 +135,7 @@ impl Platform {
             .unwrap();
         let certs = dir.path().join("certs");
         let certs_s = certs.to_str().unwrap().to_owned();
-        cairn(&["certs", "init", "--dir", &certs_s, "--cluster", "test"]);
-        cairn(&[
-            "certs", "issue", "--dir", &certs_s, "--name", "client", "--role", "client",
-        ]);
+        super::cluster_certs(&certs);
         cairn(&[
             "certs", "issue", "--dir", &certs_s, "--name", "router-1", "--role", "node",
         ]);
