@@ -29,7 +29,8 @@ pub(crate) struct ShardsArgs {
 enum ShardsOp {
     /// Print every shard: id, state, how many namespaces it serves, its commit rule and leader
     /// policy (with a `*` while its replicas do not run them yet), and its replicas
-    /// (node@address/site).
+    /// (node@address/site), followed by `(replacing OLD -> NEW)` while the manager replaces a
+    /// replica whose host stayed down.
     List,
     /// Change a shard's commit rule and/or leader policy; returns once its replicas run them.
     SetPolicy {
